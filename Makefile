@@ -1,0 +1,30 @@
+# The two commands (see README): `make run` and `make test`. Both set everything up first,
+# idempotently: system packages, .venv, the project and its models (scripts/bootstrap.sh).
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: run test setup lint typecheck unit clean
+
+setup:
+	@scripts/bootstrap.sh dev
+
+run: setup
+	$(BIN)/voice-agent serve $(ARGS)
+
+test: setup lint typecheck unit
+
+lint:
+	$(BIN)/ruff check voice_agent ui tests
+	$(BIN)/ruff format --check voice_agent ui tests
+
+typecheck:
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no test: that is a failure here, never a pass.
+unit:
+	@$(BIN)/pytest $(ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest ran no test; failing" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

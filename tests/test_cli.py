@@ -1,0 +1,89 @@
+"""The command-line contract: subcommands, exit codes, where output goes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from voice_agent.cli import NOT_BUILT, main
+
+REPO = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ["serve", "talk", "transcribe", "speak", "personas", "models", "bench", "dashboard"]
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert f"    {name}" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve"],
+        ["talk"],
+        ["transcribe", "x.wav"],
+        ["speak", "hi", "-o", "x.wav"],
+        ["models", "list"],
+        ["dashboard"],
+        ["bench"],
+    ],
+)
+def test_commands_not_built_yet_say_so_plainly(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert NOT_BUILT[argv[0]] in captured.err and "not built yet" in captured.err
+
+
+def test_validate_exits_0_for_good_files_and_1_with_line_numbered_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = sorted((REPO / "personas").glob("*.yaml"))
+    assert main(["personas", "validate", *map(str, good)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: bad\nname: B\ndescription: d\nsystem_prompt: hi\nvoice:\n  id: nobody\n")
+    capsys.readouterr()
+    assert main(["personas", "validate", str(good[0]), str(bad)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(": ok")
+    assert out[1] == f"{bad}:6: voice.id: unknown voice 'nobody' for engine piper (known: joe)"
+
+
+def test_personas_list_and_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "none"
+    assert main(["personas", "--set", f"personas.dirs=[{empty}]", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "* concierge" in out and "tutor" in out and "sprinter" in out
+    assert main(["personas", "show", "tutor"]) == 0
+    assert "endpoint_silence_ms: 900" in capsys.readouterr().out
+    assert main(["personas", "show", "nobody"]) == 1
+    assert "unknown persona 'nobody'" in capsys.readouterr().err
+
+
+def test_config_show_layers_env_and_flags(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VOICE_AGENT_SERVER__PORT", "9123")
+    assert main(["config", "show", "--set", "engines.llm.model=smollm2-135m"]) == 0
+    out = capsys.readouterr().out
+    assert "port: 9123" in out and "model: smollm2-135m" in out
+    monkeypatch.setenv("VOICE_AGENT_SERVER__PORT", "many")
+    assert main(["config", "show"]) == 1
+    assert "$VOICE_AGENT_SERVER__PORT: server.port:" in capsys.readouterr().err
+
+
+def test_the_console_script_runs_and_keeps_stdout_for_results() -> None:
+    exe = shutil.which("voice-agent", path=str(Path(sys.executable).parent))
+    assert exe is not None, "the voice-agent console script is not installed"
+    done = subprocess.run([exe, "serve"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == "" and "not built yet" in done.stderr

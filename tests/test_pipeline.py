@@ -1,0 +1,279 @@
+"""Frame semantics of Stage and Pipeline: queue jumping, interruption, errors, ownership."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from voice_agent.backbone.chunking import ClauseChunker
+from voice_agent.executor import BusyError, EngineExecutor
+from voice_agent.frames import (
+    Direction,
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    InterruptionFrame,
+    LLMTextFrame,
+    StartFrame,
+    TranscriptionFrame,
+    UserStartedSpeakingFrame,
+)
+from voice_agent.pipeline import MAX_QUEUED, UP, Pipeline, Stage
+from voice_agent.tasks import TaskOwner
+
+
+class Recorder(Stage):
+    """Records what it processes; blocks on data frames while `gate` is closed."""
+
+    def __init__(self, name: str = "rec") -> None:
+        super().__init__(name)
+        self.seen: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.interruptions = 0
+        self.cancelled: list[str] = []
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, StartFrame):
+            return
+        label = getattr(frame, "text", type(frame).__name__)
+        if isinstance(frame, TranscriptionFrame | LLMTextFrame):
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(label)
+                raise
+        self.seen.append(label)
+        await self.push(frame, direction)
+
+    async def on_interruption(self) -> None:
+        self.interruptions += 1
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_system_frames_jump_ahead_of_queued_data() -> None:
+    rec = Recorder()
+    p = Pipeline([rec])
+    await p.start()
+    rec.gate.clear()
+    p.queue(TranscriptionFrame(text="d1"))
+    p.queue(TranscriptionFrame(text="d2"))
+    p.queue(UserStartedSpeakingFrame())
+    await settle()
+    assert rec.seen == ["UserStartedSpeakingFrame"]  # while d1 is still being processed
+    rec.gate.set()
+    await settle()
+    assert rec.seen == ["UserStartedSpeakingFrame", "d1", "d2"]
+    await p.stop()
+
+
+async def test_interruption_drops_data_cancels_work_in_flight_and_keeps_control_frames() -> None:
+    a, b = Recorder("a"), Recorder("b")
+    out: list[Frame] = []
+    p = Pipeline([a, b], on_downstream=out.append)
+    await p.start()
+    a.gate.clear()
+    p.queue(TranscriptionFrame(text="in-flight"))
+    p.queue(LLMTextFrame(text="queued"))
+    p.queue(EndFrame())
+    await settle()
+    p.interrupt("barge-in")
+    await settle()
+    assert a.cancelled == ["in-flight"]
+    assert a.interruptions == 1 and b.interruptions == 1  # every stage saw it once
+    assert [type(f).__name__ for f in out] == ["InterruptionFrame", "EndFrame"]
+    assert "queued" not in a.seen + b.seen
+    await asyncio.wait_for(p.wait_ended(), 1)
+    # the stage still works after an interruption
+    a.gate.set()
+    p.queue(TranscriptionFrame(text="after"))
+    await settle()
+    assert b.seen[-1] == "after"
+    await p.stop()
+
+
+async def test_a_failing_stage_reports_upstream_and_keeps_working() -> None:
+    class Flaky(Stage):
+        async def process(self, frame: Frame, direction: Direction) -> None:
+            if isinstance(frame, TranscriptionFrame) and frame.text == "bad":
+                raise ValueError("cannot handle this")
+            await self.push(frame, direction)
+
+    up: list[Frame] = []
+    down: list[Frame] = []
+    p = Pipeline([Flaky("flaky")], on_upstream=up.append, on_downstream=down.append)
+    await p.start()
+    p.queue(TranscriptionFrame(text="bad"))
+    p.queue(TranscriptionFrame(text="good"))
+    await settle()
+    assert [(type(f), f.source, f.message) for f in up if isinstance(f, ErrorFrame)] == [
+        (ErrorFrame, "flaky", "ValueError: cannot handle this")
+    ]
+    assert [f.text for f in down if isinstance(f, TranscriptionFrame)] == ["good"]
+    await p.stop()
+
+
+async def test_upstream_frames_reach_the_owner_and_stop_leaves_no_task() -> None:
+    up: list[Frame] = []
+    rec = Recorder()
+    p = Pipeline([rec, Recorder("r2")], on_upstream=up.append)
+    before = asyncio.all_tasks()
+    await p.start()
+    assert len(p.tasks) == 8  # two tasks per stage, head and tail included
+    p.queue(ErrorFrame(message="x"), UP)
+    await settle()
+    assert [type(f) for f in up] == [ErrorFrame]
+    await p.stop()
+    await p.stop()  # idempotent
+    assert p.tasks == []
+    assert asyncio.all_tasks() <= before
+
+
+async def test_a_stage_that_falls_behind_drops_its_oldest_data_never_control(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rec = Recorder()
+    p = Pipeline([rec])
+    await p.start()
+    rec.gate.clear()
+    p.queue(TranscriptionFrame(text="busy"))
+    await settle()
+    p.queue(EndFrame())
+    for i in range(MAX_QUEUED + 5):
+        p.queue(TranscriptionFrame(text=f"t{i}"))
+    with caplog.at_level(logging.WARNING):
+        await settle()
+    assert sum(s.dropped for s in p.stages) == 6  # wherever the backlog built up
+    assert "falling behind" in caplog.text
+    rec.gate.set()
+    await asyncio.wait_for(p.wait_ended(), 5)
+    assert rec.seen[:2] == ["busy", "EndFrame"]  # control kept, in its place
+    assert rec.seen[2] == "t6"
+    await p.stop()
+
+
+async def test_task_owner_cancels_and_awaits_everything_and_logs_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    owner = TaskOwner("owner")
+    finished: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            finished.append("forever")
+
+    async def fails() -> None:
+        raise RuntimeError("oops")
+
+    owner.create_task(forever(), "forever")
+    with caplog.at_level(logging.ERROR):
+        owner.create_task(fails(), "fails")
+        await settle()
+    assert "owner:fails failed" in caplog.text
+    await owner.cancel_tasks()
+    assert finished == ["forever"] and owner.tasks == frozenset()
+
+
+def test_chunker_speaks_the_first_clause_early_then_whole_sentences() -> None:
+    c = ClauseChunker(first_max_chars=30)
+    out: list[str] = []
+    for piece in [
+        "Well,",
+        "that",
+        "depends.",
+        "The",
+        "sky",
+        "is",
+        "blue",
+        "because",
+        "air",
+        "scatters",
+        "blue",
+        "light.",
+        "Ok",
+    ]:
+        out += c.feed(piece + " ")
+    out.append(c.flush())
+    assert out == [
+        "Well,",
+        "that depends.",
+        "The sky is blue because air scatters blue light.",
+        "Ok",
+    ]
+
+
+def test_chunker_cuts_a_long_first_clause_at_a_word_boundary() -> None:
+    c = ClauseChunker(first_max_chars=20)
+    assert c.feed("one two three four five six seven eight") == ["one two three four"]
+    assert c.flush() == "five six seven eight"
+
+
+async def test_executor_streams_refuses_when_full_and_closes_cancelled_streams() -> None:
+    ex = EngineExecutor(workers=1, max_pending=1, call_timeout_s=5)
+    assert [x async for x in ex.stream(iter([1, 2, 3]))] == [1, 2, 3]
+    release = threading.Event()
+    closed = threading.Event()
+
+    def slow() -> object:
+        try:
+            yield 1
+            release.wait(5)
+            yield 2
+        finally:
+            closed.set()
+
+    gen = ex.stream(slow())
+    assert await gen.__anext__() == 1
+    pending = asyncio.ensure_future(gen.__anext__())
+    await asyncio.sleep(0.05)
+    with pytest.raises(BusyError):
+        await ex.run(lambda: None)
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    release.set()
+    assert await asyncio.get_running_loop().run_in_executor(None, closed.wait, 5)
+    assert ex.pending == 0
+    ex.shutdown()
+
+
+async def test_executor_times_out_a_hung_call() -> None:
+    ex = EngineExecutor(workers=1, call_timeout_s=0.05)
+    stop = threading.Event()
+    with pytest.raises(TimeoutError):
+        await ex.run(stop.wait, 5)
+    stop.set()
+    ex.shutdown()
+
+
+def test_frames_are_small_slotted_records_with_ids() -> None:
+    a, b = InterruptionFrame(), InterruptionFrame()
+    assert b.id > a.id and not hasattr(a, "__dict__")
+    assert a.created_ns <= b.created_ns
+    assert np.int16 == np.dtype("int16")
+
+
+def test_only_the_task_owner_starts_tasks() -> None:
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "voice_agent"
+    bare = re.compile(r"asyncio\.(create_task|ensure_future)\(|\bloop\.create_task\(")
+    offenders = [
+        f"{path.relative_to(package)}:{n}"
+        for path in package.rglob("*.py")
+        if path.name != "tasks.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if bare.search(line)
+    ]
+    assert offenders == []

@@ -1,0 +1,176 @@
+"""Timelines through a whole Session with fake engines: a turn, a barge-in, errors, endings."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from tests.fakes import MS_PER_WORD, FakeASR, FakeLLM, FakeTransport, engines, persona, settings
+from voice_agent.events import Subscription
+from voice_agent.session import Session
+
+FRAME_MS = 20
+
+
+async def next_event(events: Subscription, kind: str) -> dict[str, object]:
+    async def find() -> dict[str, object]:
+        async for e in events:
+            if e.type == kind:
+                return e.data
+        raise AssertionError(f"session ended before a {kind!r} event")
+
+    return await asyncio.wait_for(find(), 5.0)
+
+
+def frames_for(words: int) -> int:
+    return words * MS_PER_WORD // FRAME_MS
+
+
+async def test_one_turn_is_heard_whole_and_cut_at_the_sentence_limit() -> None:
+    asr = FakeASR(["what is the weather"])
+    llm = FakeLLM(["It is sunny. It is warm. It may rain later."])
+    transport = FakeTransport()
+    async with Session(settings(), persona(max_sentences=2), transport, engines(asr, llm)) as s:
+        events = s.events()
+        transport.say(seconds=1.0)
+        transcript = await next_event(events, "transcript")
+        assert transcript == {"role": "user", "text": "what is the weather", "final": True}
+        await next_event(events, "bot_started_speaking")
+        await next_event(events, "bot_stopped_speaking")
+        transport.hang_up()
+        await asyncio.wait_for(s.run(), 5)
+
+    assert asr.utterances == [16000]  # one second of audio reached the ASR
+    # the third sentence was never generated into speech, nor kept
+    assert [(m.role, m.content) for m in s.history.messages] == [
+        ("user", "what is the weather"),
+        ("assistant", "It is sunny. It is warm."),
+    ]
+    assert len(transport.sink.frames) == frames_for(6)  # 6 words, 100 ms each, 20 ms frames
+    assert llm.prompts[0][0] == {"role": "system", "content": "Be brief."}
+    assert llm.prompts[0][-1] == {"role": "user", "content": "what is the weather"}
+    kinds = [e.type for e in transport.events]
+    assert (
+        kinds.index("transcript") < kinds.index("llm_first_token") < kinds.index("tts_first_chunk")
+    )
+    assert (
+        kinds.index("tts_first_chunk")
+        < kinds.index("bot_started_speaking")
+        < kinds.index("bot_stopped_speaking")
+    )
+    assert kinds[-1] == "session_ended"
+    assert transport.closed == 1
+
+
+async def test_barge_in_mid_reply_keeps_only_the_words_that_were_played() -> None:
+    asr = FakeASR(["tell me a story", "and then"])
+    llm = FakeLLM(["Once there was a fox. It ran far away.", "It came back."])
+    transport = FakeTransport()
+    # first chunk "Once there was a fox." = 5 words = 25 frames; stop 10 frames (200 ms) into
+    # "It ran far away." (4 words, 400 ms): half of it, so two of its words were heard.
+    transport.sink.interrupt_after = 35
+    async with Session(settings(), persona(), transport, engines(asr, llm)) as s:
+        transport.sink.pipeline_queue = s.pipeline.queue
+        events = s.events()
+        transport.say()
+        truncated = await next_event(events, "history_truncated")
+        assert truncated == {"heard": "Once there was a fox. It ran", "played_ms": 700}
+        assert len(transport.sink.frames) == 35  # nothing went out after the interruption
+
+        transport.sink.interrupt_after = None
+        transport.say()
+        await next_event(events, "bot_stopped_speaking")
+        transport.hang_up()
+        await asyncio.wait_for(s.run(), 5)
+
+    assert [(m.role, m.content, m.interrupted) for m in s.history.messages] == [
+        ("user", "tell me a story", False),
+        ("assistant", "Once there was a fox. It ran", True),
+        ("user", "and then", False),
+        ("assistant", "It came back.", False),
+    ]
+    # the second prompt carries the truncated reply, not what was generated
+    assert {"role": "assistant", "content": "Once there was a fox. It ran"} in llm.prompts[1]
+    assert len(transport.sink.frames) == 35 + frames_for(3)
+
+
+async def test_barge_in_before_any_audio_cancels_generation_and_forgets_the_reply() -> None:
+    asr = FakeASR(["first", "second"])
+    llm = FakeLLM(["Sure thing.", "One two three four five six seven eight."])
+    transport = FakeTransport()
+    async with Session(settings(), persona(), transport, engines(asr, llm)) as s:
+        events = s.events()
+        transport.say()
+        await next_event(events, "bot_stopped_speaking")
+        llm.gate = threading.Event()  # the next reply produces its first word, then waits
+        transport.say()
+        await next_event(events, "llm_first_token")
+        s.pipeline.interrupt("test")
+        assert (await next_event(events, "playback_interrupted"))["heard"] == ""
+        llm.gate.set()
+        await next_event(events, "history_truncated")
+        transport.hang_up()
+        await asyncio.wait_for(s.run(), 5)
+
+    for _ in range(500):  # the cut generator is closed in the pool once its last next() returns
+        if llm.closed == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert llm.closed == 2
+    assert [(m.role, m.content) for m in s.history.messages] == [
+        ("user", "first"),
+        ("assistant", "Sure thing."),
+        ("user", "second"),
+    ]
+
+
+async def test_an_engine_error_ends_the_turn_with_an_error_event_and_the_session_goes_on() -> None:
+    asr = FakeASR(["hello", "hello again"])
+    llm = FakeLLM([RuntimeError("model fell over"), "Hi there."])
+    transport = FakeTransport()
+    async with Session(settings(), persona(), transport, engines(asr, llm)) as s:
+        events = s.events()
+        transport.say()
+        error = await next_event(events, "error")
+        assert error["source"] == "llm" and "model fell over" in str(error["message"])
+        assert error["fatal"] is False
+        transport.say()
+        await next_event(events, "bot_stopped_speaking")
+        transport.hang_up()
+        await asyncio.wait_for(s.run(), 5)
+    assert s.history.messages[-1].content == "Hi there."
+
+
+async def test_a_session_leaves_no_task_behind_however_it_ends() -> None:
+    before = asyncio.all_tasks()
+    for ending in ("hang_up", "close", "exception"):
+        asr, llm = FakeASR(["hi"]), FakeLLM(["One two three four five six seven eight nine ten."])
+        transport = FakeTransport()
+        with pytest.raises(KeyError) if ending == "exception" else _nothing():
+            async with Session(settings(), persona(), transport, engines(asr, llm)) as s:
+                events = s.events()
+                transport.say()
+                await next_event(events, "bot_started_speaking")
+                if ending == "hang_up":
+                    transport.hang_up()  # the reply in progress plays out, then run() returns
+                    await asyncio.wait_for(s.run(), 5)
+                    assert len(transport.sink.frames) == frames_for(10)
+                elif ending == "close":
+                    s.close()
+                    await asyncio.wait_for(s.run(), 5)
+                else:
+                    raise KeyError("boom")
+        assert transport.closed == 1
+        assert s.pipeline.tasks == [] and s.tasks == frozenset()
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == before
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,3 @@
+"""voice-agent: a realtime, full-duplex voice assistant."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Audio helpers: PCM conversion, resampling, playback pacing."""

@@ -1,0 +1,207 @@
+"""The stages that drive the engines: ASR -> LLM -> TTS.
+
+Each stage calls its engine through the shared `EngineExecutor`; a streaming LLM call runs in
+the stage's process task, so an interruption cancels it between two tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from voice_agent.backbone.base import ASREngine, ASRStream, GenerationParams, LLMEngine, TTSEngine
+from voice_agent.backbone.chunking import ClauseChunker
+from voice_agent.executor import EngineExecutor
+from voice_agent.frames import (
+    BotStoppedSpeakingFrame,
+    ControlFrame,
+    Direction,
+    Frame,
+    InputAudioFrame,
+    LLMResponseEndFrame,
+    LLMResponseStartFrame,
+    LLMTextFrame,
+    PlaybackInterruptedFrame,
+    TranscriptionFrame,
+    TTSAudioFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from voice_agent.history import History, Message
+from voice_agent.persona import Persona
+from voice_agent.pipeline import DOWN, Stage
+
+
+@dataclass(slots=True, kw_only=True)
+class _Utterance(ControlFrame):
+    """An utterance to finalize: ordered, and kept through an interruption."""
+
+    stream: ASRStream
+
+
+class ASRStage(Stage):
+    """Feeds the user's audio between speech start and stop to an ASR stream; sends the final
+    transcript. Audio and speech start/stop are system frames, handled in arrival order; the
+    final decode runs in the process task, so it never holds up an interruption."""
+
+    def __init__(self, engine: ASREngine, executor: EngineExecutor) -> None:
+        super().__init__("asr")
+        self.engine = engine
+        self.executor = executor
+        self._stream: ASRStream | None = None
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, InputAudioFrame):
+            if self._stream is not None:
+                self._stream.accept(frame.pcm)
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._stream = self.engine.stream()
+            await self.push(frame, direction)
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            await self.push(frame, direction)
+            if self._stream is not None:
+                self.queue_frame(_Utterance(stream=self._stream))
+                self._stream = None
+        elif isinstance(frame, _Utterance):
+            self.emit("asr_final_started")
+            text = (await self.executor.run(frame.stream.finalize)).strip()
+            self.emit("transcript", role="user", text=text, final=True)
+            if text:
+                await self.push(TranscriptionFrame(text=text, final=True))
+        else:
+            await self.push(frame, direction)
+
+
+_SENTENCE = re.compile(r"[.!?](\s|$)")
+
+
+class LLMStage(Stage):
+    """Keeps the history; answers each final transcript with a streamed reply."""
+
+    def __init__(
+        self,
+        engine: LLMEngine,
+        executor: EngineExecutor,
+        persona: Persona,
+        params: GenerationParams,
+        context_tokens: int,
+        history: History | None = None,
+    ) -> None:
+        super().__init__("llm")
+        self.engine = engine
+        self.executor = executor
+        self.persona = persona
+        self.params = params
+        self.context_tokens = context_tokens
+        self.history = history or History()
+        self._reply_open = False
+        """A reply has started and has not been played out or cut yet."""
+        self._reply: Message | None = None
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, TranscriptionFrame) and frame.final:
+            await self.push(frame, direction)
+            self.history.add_user(frame.text)
+            await self._respond()
+        elif isinstance(frame, PlaybackInterruptedFrame):
+            if self._reply_open:
+                self._reply_open = False
+                if self._reply is not None:
+                    self.history.truncate(self._reply, frame.heard_text)
+                self.emit("history_truncated", heard=frame.heard_text, played_ms=frame.played_ms)
+            await self.push(frame, direction)
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._reply_open = False
+            await self.push(frame, direction)
+        else:
+            await self.push(frame, direction)
+
+    async def _respond(self) -> None:
+        budget = self.context_tokens - self.params.max_tokens
+        messages = self.history.prompt(self.persona, budget)
+        reply = ""
+        self._reply_open, self._reply = True, None
+        await self.push(LLMResponseStartFrame())
+        self.emit("llm_started")
+        try:
+            async for piece in self.executor.stream(self.engine.stream(messages, self.params)):
+                if not reply:
+                    self.emit("llm_first_token")
+                reply += piece
+                cut = _sentence_limit_cut(reply, self.persona.style.max_sentences)
+                if cut is not None:
+                    await self.push(LLMTextFrame(text=piece[: len(piece) - (len(reply) - cut)]))
+                    reply = reply[:cut]
+                    break
+                await self.push(LLMTextFrame(text=piece))
+        finally:
+            if reply.strip():
+                self._reply = self.history.add_assistant(reply.strip())
+            self.emit("llm_done", text=reply.strip())
+        await self.push(LLMResponseEndFrame())
+
+
+def _sentence_limit_cut(text: str, max_sentences: int) -> int | None:
+    """Index just past the `max_sentences`-th sentence end, if the text has gone beyond it."""
+    ends = [m.start() + 1 for m in _SENTENCE.finditer(text)]
+    if len(ends) >= max_sentences and len(text[ends[max_sentences - 1] :].strip()) > 0:
+        return ends[max_sentences - 1]
+    return None
+
+
+class TTSStage(Stage):
+    """Speaks the reply chunk by chunk, each audio frame tagged with the text it carries."""
+
+    def __init__(
+        self,
+        engine: TTSEngine,
+        executor: EngineExecutor,
+        persona: Persona,
+        first_clause_max_chars: int = 60,
+        normalize: Callable[[str], str] = str.strip,
+    ) -> None:
+        super().__init__("tts")
+        self.engine = engine
+        self.executor = executor
+        self.persona = persona
+        self.normalize = normalize
+        self.chunker = ClauseChunker(first_clause_max_chars)
+        self._first_chunk = True
+
+    async def on_interruption(self) -> None:
+        self.chunker.reset()
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, LLMResponseStartFrame):
+            self.chunker.reset()
+            self._first_chunk = True
+            await self.push(frame, direction)
+            await self.push(TTSStartedFrame())
+        elif isinstance(frame, LLMTextFrame):
+            for chunk in self.chunker.feed(frame.text):
+                await self._speak(chunk)
+        elif isinstance(frame, LLMResponseEndFrame):
+            rest = self.chunker.flush()
+            if rest:
+                await self._speak(rest)
+            await self.push(frame, direction)
+            await self.push(TTSStoppedFrame())
+        else:
+            await self.push(frame, direction)
+
+    async def _speak(self, text: str) -> None:
+        spoken = self.normalize(text)
+        if not spoken:
+            return
+        pcm = await self.executor.run(self.engine.synthesize, spoken, self.persona.voice)
+        if self._first_chunk:
+            self._first_chunk = False
+            self.emit(
+                "tts_first_chunk", text=text, ms=round(1000 * len(pcm) / self.engine.sample_rate)
+            )
+        await self.push(
+            TTSAudioFrame(pcm=pcm, sample_rate=self.engine.sample_rate, text=text), DOWN
+        )

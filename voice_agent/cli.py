@@ -1,0 +1,172 @@
+"""The `voice-agent` command.
+
+    voice-agent serve [--host H] [--port P] [--persona ID] [--config FILE]
+    voice-agent talk | transcribe FILE | speak TEXT -o FILE.wav
+    voice-agent personas list | show ID | validate PATH...
+    voice-agent models list | verify
+    voice-agent config show
+    voice-agent dashboard [--url ws://HOST:PORT]
+    voice-agent bench [models | conversation]
+
+Results go to stdout, logs and errors to stderr. Exit codes: 0 ok, 1 a problem with the input
+(a broken persona or config, say), 2 a usage error or a command not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from voice_agent import __version__
+from voice_agent.config import Settings, load_settings, parse_assignment, settings_as_yaml
+from voice_agent.persona import PersonaStore, load_persona
+from voice_agent.yamlfile import FileError
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
+
+NOT_BUILT = {
+    "serve": "the server (WebRTC, /pcm, /metrics) is not built yet: see issue 5",
+    "talk": "talking through the local microphone is not built yet: see issue 5",
+    "transcribe": "the transcribe mode is not built yet: see issue 3",
+    "speak": "the speak mode is not built yet: see issue 3",
+    "models": "the model catalog commands are not built yet: see issue 3",
+    "dashboard": "the latency dashboard is not built yet: see issue 6",
+    "bench": "the benchmarks are not built yet: see issues 3 and 6",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="voice-agent",
+        description="A realtime, full-duplex voice assistant.",
+        epilog="Settings: defaults < config.yaml (or --config / $VOICE_AGENT_CONFIG) < "
+        "$VOICE_AGENT_SECTION__KEY < --set section.key=value.",
+    )
+    p.add_argument("--version", action="version", version=f"voice-agent {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", type=Path, help="config file (default: ./config.yaml if present)"
+    )
+    common.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set engines.llm.model=smollm2-135m",
+    )
+    common.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser(
+        "serve", parents=[common], help="run the server: browser page, WebRTC, /pcm, /metrics"
+    )
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--persona", help="default persona id")
+    sub.add_parser("talk", parents=[common], help="talk through the local microphone and speaker")
+    t = sub.add_parser("transcribe", parents=[common], help="speech to text (ASR mode)")
+    t.add_argument("file", help="wav/flac/ogg/mp3, or - for raw 16 kHz PCM on stdin")
+    sp = sub.add_parser("speak", parents=[common], help="text to speech (TTS mode)")
+    sp.add_argument("text")
+    sp.add_argument("-o", "--output", type=Path)
+
+    pe = sub.add_parser("personas", parents=[common], help="list, show and validate personas")
+    pe_sub = pe.add_subparsers(dest="action", metavar="ACTION", required=True)
+    pe_sub.add_parser("list", help="every persona in effect, and where it comes from")
+    show = pe_sub.add_parser("show", help="one persona, as loaded")
+    show.add_argument("id")
+    val = pe_sub.add_parser("validate", help="check persona files: file:line: field: reason")
+    val.add_argument("paths", nargs="+", type=Path)
+
+    m = sub.add_parser("models", parents=[common], help="the embedded models")
+    m.add_argument("action", choices=["list", "verify"])
+    c = sub.add_parser("config", parents=[common], help="the effective settings")
+    c.add_argument("action", choices=["show"])
+    d = sub.add_parser("dashboard", parents=[common], help="latency dashboard for a running server")
+    d.add_argument("--url", default="ws://127.0.0.1:8080")
+    b = sub.add_parser("bench", parents=[common], help="benchmarks that print figures")
+    b.add_argument("suite", nargs="?", choices=["models", "conversation"])
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[tuple[str, ...], Any] = {}
+    for text in args.assignments:
+        keys, value = parse_assignment(text)
+        overrides[keys] = value
+    for flag, keys in (
+        ("host", ("server", "host")),
+        ("port", ("server", "port")),
+        ("persona", ("personas", "default")),
+        ("log_level", ("log_level",)),
+    ):
+        if getattr(args, flag, None) is not None:
+            overrides[keys] = getattr(args, flag)
+    return load_settings(args.config, overrides=overrides)
+
+
+def _personas(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "validate":
+        bad = 0
+        for path in args.paths:
+            try:
+                load_persona(path)
+                print(f"{path}: ok")
+            except FileError as exc:
+                bad += 1
+                for problem in exc.problems:
+                    print(problem)
+        return EXIT_INPUT if bad else EXIT_OK
+    store = PersonaStore(settings.personas.dirs)
+    if args.action == "list":
+        for pid, path, persona, error in store.status():
+            mark = "*" if pid == settings.personas.default else " "
+            name = f"{persona.name}: {persona.description}" if persona else "(not loadable)"
+            state = f"  [problems: {len(error.problems)}]" if error else ""
+            print(f"{mark} {pid:<14} {name}{state}\n  {'':<14} {path}")
+        return EXIT_OK
+    try:
+        persona = store.get(args.id)
+    except KeyError as exc:
+        print(f"voice-agent: {exc.args[0]}", file=sys.stderr)
+        return EXIT_INPUT
+    print(
+        yaml.safe_dump(persona.model_dump(mode="json", exclude_none=True), sort_keys=False), end=""
+    )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except FileError as exc:
+        print(f"voice-agent: invalid settings:\n{exc}", file=sys.stderr)
+        return EXIT_INPUT
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "personas":
+        try:
+            return _personas(args, settings)
+        except FileError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_INPUT
+    if args.command == "config":
+        print(settings_as_yaml(settings), end="")
+        return EXIT_OK
+    print(f"voice-agent {args.command}: {NOT_BUILT[args.command]}.", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Frames: what flows through a pipeline.
+
+Three kinds, which decide how a frame travels (see `voice_agent.pipeline`):
+
+- `SystemFrame`: jumps every queue and survives an interruption (start, cancel, interruption,
+  the user's audio and speech start/stop, errors, playback reports). The microphone's audio is
+  a system frame on purpose: it must stay in order with speech start/stop, and an interruption
+  must never drop it, since it is the barge-in itself. Metrics are not frames: stages `emit` events
+  straight to the session (see `Stage.emit`), so they never wait in a queue.
+- `DataFrame`: audio, transcripts, text, synthesized speech, and the start/stop markers of a
+  reply; an interruption drops those still queued or in flight (a reply's markers die with it).
+- `ControlFrame`: kept in order with the data, and kept through an interruption (end of stream).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import numpy.typing as npt
+
+PCM = npt.NDArray[np.int16]
+"""Mono 16-bit PCM samples."""
+
+_ids = itertools.count(1)
+
+
+class Direction(Enum):
+    DOWNSTREAM = "downstream"
+    """From the transport's input towards its output."""
+    UPSTREAM = "upstream"
+    """Back towards the input: reports, errors, requests."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Frame:
+    """Base of all frames. `created_ns` is `time.monotonic_ns()` at creation."""
+
+    id: int = field(default_factory=lambda: next(_ids))
+    created_ns: int = field(default_factory=time.monotonic_ns)
+
+    @property
+    def name(self) -> str:
+        return f"{type(self).__name__}#{self.id}"
+
+
+@dataclass(slots=True, kw_only=True)
+class SystemFrame(Frame):
+    """Jumps queues; never dropped by an interruption."""
+
+
+@dataclass(slots=True, kw_only=True)
+class DataFrame(Frame):
+    """Content; dropped by an interruption while queued or in flight."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ControlFrame(Frame):
+    """Ordered with data frames, but kept through an interruption."""
+
+
+# --- system frames ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class StartFrame(SystemFrame):
+    """First frame of a pipeline; carries the pipeline's audio rate."""
+
+    sample_rate: int = 16000
+
+
+@dataclass(slots=True, kw_only=True)
+class CancelFrame(SystemFrame):
+    """Stop now, dropping everything (the session is going away)."""
+
+    reason: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class InterruptionRequestFrame(SystemFrame):
+    """Sent upstream by whoever decides the user has barged in; the pipeline's head answers by
+    sending an `InterruptionFrame` downstream to every stage."""
+
+    reason: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class InterruptionFrame(SystemFrame):
+    """The assistant has been interrupted: drop queued data, stop the reply."""
+
+    reason: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class InputAudioFrame(SystemFrame):
+    """Microphone audio at the pipeline's rate, mono int16."""
+
+    pcm: PCM
+    sample_rate: int
+
+    @property
+    def duration_ms(self) -> float:
+        return 1000.0 * len(self.pcm) / self.sample_rate
+
+
+@dataclass(slots=True, kw_only=True)
+class UserStartedSpeakingFrame(SystemFrame):
+    pass
+
+
+@dataclass(slots=True, kw_only=True)
+class UserStoppedSpeakingFrame(SystemFrame):
+    pass
+
+
+@dataclass(slots=True, kw_only=True)
+class ErrorFrame(SystemFrame):
+    """Something failed; `fatal` ends the session, otherwise only the current turn."""
+
+    message: str
+    source: str = ""
+    fatal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class BotStartedSpeakingFrame(SystemFrame):
+    """Sent upstream by the output side when the first frame of a reply goes out."""
+
+
+@dataclass(slots=True, kw_only=True)
+class BotStoppedSpeakingFrame(SystemFrame):
+    """Sent upstream by the output side when a reply has been played out (or cut)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class PlaybackInterruptedFrame(SystemFrame):
+    """Sent upstream by the output side on every interruption: what the user really heard of the
+    reply in progress ("" if none of it was played)."""
+
+    played_ms: int
+    heard_text: str
+
+
+# --- data frames -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class TranscriptionFrame(DataFrame):
+    """What the user said; partial transcripts have `final=False`."""
+
+    text: str
+    final: bool = True
+
+
+@dataclass(slots=True, kw_only=True)
+class LLMTextFrame(DataFrame):
+    """A piece of the assistant's reply as the LLM streams it."""
+
+    text: str
+
+
+@dataclass(slots=True, kw_only=True)
+class TTSAudioFrame(DataFrame):
+    """Synthesized speech for one chunk of the reply, tagged with the text it carries."""
+
+    pcm: PCM
+    sample_rate: int
+    text: str
+    """The words spoken in this audio ("" for a continuation of the same chunk)."""
+
+    @property
+    def duration_ms(self) -> float:
+        return 1000.0 * len(self.pcm) / self.sample_rate
+
+
+@dataclass(slots=True, kw_only=True)
+class LLMResponseStartFrame(DataFrame):
+    """The LLM starts a reply."""
+
+
+@dataclass(slots=True, kw_only=True)
+class LLMResponseEndFrame(DataFrame):
+    """The LLM has finished the reply."""
+
+
+@dataclass(slots=True, kw_only=True)
+class TTSStartedFrame(DataFrame):
+    """Speech for a reply follows."""
+
+
+@dataclass(slots=True, kw_only=True)
+class TTSStoppedFrame(DataFrame):
+    """The last speech of the reply has been sent."""
+
+
+# --- control frames --------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class EndFrame(ControlFrame):
+    """The input is over: stages finish what they hold, then the pipeline stops."""

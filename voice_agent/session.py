@@ -1,0 +1,167 @@
+"""One conversation: a transport, a pipeline, a persona, and the events they produce.
+
+    async with Session(settings, persona, transport, engines) as session:
+        await session.run()
+
+`run` returns when the peer has gone and the reply in progress has played out, when a fatal
+error occurs, or when `close` is called. Leaving the `async with` block stops every stage,
+cancels every task the session started and closes the transport, however the session ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from voice_agent.audio.playback import PlaybackStage
+from voice_agent.backbone.base import ASREngine, GenerationParams, LLMEngine, TTSEngine
+from voice_agent.backbone.stages import ASRStage, LLMStage, TTSStage
+from voice_agent.config import Settings
+from voice_agent.events import Event, EventBus, Subscription
+from voice_agent.executor import EngineExecutor
+from voice_agent.frames import EndFrame, ErrorFrame, Frame
+from voice_agent.history import History
+from voice_agent.persona import Persona
+from voice_agent.pipeline import Pipeline, Stage
+from voice_agent.tasks import TaskOwner
+from voice_agent.transports.base import Transport
+
+log = logging.getLogger(__name__)
+_session_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class Engines:
+    """The engines sessions share, and the pool they run in."""
+
+    asr: ASREngine
+    llm: LLMEngine
+    tts: TTSEngine
+    executor: EngineExecutor
+
+
+class Session(TaskOwner):
+    """A conversation through one transport (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        persona: Persona,
+        transport: Transport,
+        engines: Engines,
+        *,
+        input_stages: Sequence[Stage] = (),
+        session_id: str | None = None,
+    ) -> None:
+        super().__init__(session_id or f"s{next(_session_ids)}")
+        self.settings = settings
+        self.persona = persona
+        self.transport = transport
+        self.engines = engines
+        self.history = History()
+        self.bus = EventBus()
+        self._input_stages = list(input_stages)
+        self._done = asyncio.Event()
+        self._closed = False
+        self._forwarder: asyncio.Task[None] | None = None
+        self.pipeline = self._build()
+
+    def _build(self) -> Pipeline:
+        s, e = self.settings, self.engines
+        llm = s.engines.llm
+        params = GenerationParams(llm.max_tokens, llm.temperature, llm.top_p, llm.repeat_penalty)
+        stages: list[Stage] = [
+            *self._input_stages,
+            ASRStage(e.asr, e.executor),
+            LLMStage(e.llm, e.executor, self.persona, params, llm.context_tokens, self.history),
+            TTSStage(e.tts, e.executor, self.persona, s.engines.tts.first_clause_max_chars),
+            PlaybackStage(self.transport.sink, s.audio.output_frame_ms),
+        ]
+        return Pipeline(stages, on_upstream=self._upstream, events=self._event)
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def events(self) -> Subscription:
+        """A bounded subscription to this session's events (ends when the session does)."""
+        return self.bus.subscribe()
+
+    def _event(self, kind: str, data: dict[str, Any], t_ns: int) -> None:
+        self.bus.publish(Event(kind, data, t_ns))
+
+    def _upstream(self, frame: Frame) -> None:
+        if isinstance(frame, ErrorFrame):
+            self.bus.publish(
+                Event(
+                    "error",
+                    {"message": frame.message, "source": frame.source, "fatal": frame.fatal},
+                )
+            )
+            if frame.fatal:
+                self._done.set()
+
+    async def __aenter__(self) -> Session:
+        self.bus.publish(Event("session_started", {"session": self.id, "persona": self.persona.id}))
+        await self.pipeline.start(self.settings.audio.sample_rate)
+        self.create_task(self._read_input(), "input")
+        self._forwarder = self.create_task(self._forward_events(self.bus.subscribe()), "events")
+        return self
+
+    async def _read_input(self) -> None:
+        try:
+            async for frame in self.transport.frames():
+                self.pipeline.queue(frame)
+        except Exception as exc:
+            log.warning("session %s: transport input failed: %s", self.id, exc)
+            self.bus.publish(
+                Event(
+                    "error", {"message": f"transport: {exc}", "source": "transport", "fatal": True}
+                )
+            )
+            self._done.set()
+            return
+        self.pipeline.queue(EndFrame())
+
+    async def _forward_events(self, sub: Subscription) -> None:
+        async for event in sub:
+            try:
+                await self.transport.send_event(event)
+            except Exception as exc:
+                log.info("session %s: cannot deliver events any more: %s", self.id, exc)
+                return
+
+    async def run(self) -> None:
+        """Until the conversation is over (see the module docstring)."""
+        ended = self.create_task(self.pipeline.wait_ended(), "wait-ended")
+        done = self.create_task(self._done.wait(), "wait-done")
+        await asyncio.wait({ended, done}, return_when=asyncio.FIRST_COMPLETED)
+
+    def close(self) -> None:
+        """Ask `run` to return now (from any task of this loop)."""
+        self._done.set()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the pipeline, cancel every task, close the transport. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.pipeline.stop()
+        finally:
+            self.bus.publish(Event("session_ended", {"session": self.id}))
+            self.bus.close()
+            if self._forwarder is not None:  # let the last events (session_ended) reach the peer
+                await asyncio.wait({self._forwarder}, timeout=1.0)
+            await self.cancel_tasks()
+            await self.transport.close()

@@ -1,0 +1,32 @@
+"""The transport interface a Session talks through."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+
+from voice_agent.audio.playback import AudioSink
+from voice_agent.events import Event
+from voice_agent.frames import Frame
+
+
+class Transport(ABC):
+    """Audio in (as frames), audio out (a paced sink), events out.
+
+    `frames()` yields what the peer sends (mostly `AudioFrame`s at the pipeline's rate) and
+    returns when the peer has gone; the session then ends the pipeline. `close()` releases
+    everything the transport holds and is safe to call more than once.
+    """
+
+    sink: AudioSink
+
+    @abstractmethod
+    def frames(self) -> AsyncIterator[Frame]:
+        """Frames from the peer, until it goes away."""
+
+    async def send_event(self, event: Event) -> None:  # noqa: B027 - optional hook
+        """Deliver one session event to the peer (a browser shows transcripts, state, latency)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release sockets, tracks, devices. Idempotent."""
