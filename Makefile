@@ -7,7 +7,7 @@ ARGS ?=
 .PHONY: run test setup lint typecheck unit clean
 
 setup:
-	@scripts/bootstrap.sh dev
+	@scripts/bootstrap.sh dev,kokoro,multilingual
 
 run: setup
 	$(BIN)/voice-agent serve $(ARGS)

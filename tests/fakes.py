@@ -54,7 +54,7 @@ class FakeASRStream:
         self.samples += len(pcm)
 
     def partial(self) -> str:
-        return ""
+        return f"heard {self.samples * 1000 // RATE} ms"
 
     def finalize(self) -> str:
         self.engine.utterances.append(self.samples)
@@ -147,6 +147,16 @@ class FakeTransport:
             self._inbox.put_nowait(
                 InputAudioFrame(pcm=np.zeros(RATE // 50, np.int16), sample_rate=RATE)
             )
+        self._inbox.put_nowait(UserStoppedSpeakingFrame())
+
+    async def say_paced(self, seconds: float, wall_s_per_frame: float = 0.005) -> None:
+        """Like `say`, but the audio arrives over time (4x real time by default), as from a mic."""
+        self._inbox.put_nowait(UserStartedSpeakingFrame())
+        for _ in range(int(seconds * 50)):
+            self._inbox.put_nowait(
+                InputAudioFrame(pcm=np.zeros(RATE // 50, np.int16), sample_rate=RATE)
+            )
+            await asyncio.sleep(wall_s_per_frame)
         self._inbox.put_nowait(UserStoppedSpeakingFrame())
 
     def hang_up(self) -> None:

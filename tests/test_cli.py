@@ -31,7 +31,6 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         ["talk"],
         ["transcribe", "x.wav"],
         ["speak", "hi", "-o", "x.wav"],
-        ["models", "list"],
         ["dashboard"],
         ["bench"],
     ],
@@ -87,3 +86,10 @@ def test_the_console_script_runs_and_keeps_stdout_for_results() -> None:
     assert exe is not None, "the voice-agent console script is not installed"
     done = subprocess.run([exe, "serve"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stdout == "" and "not built yet" in done.stderr
+
+
+def test_models_list_marks_the_models_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list", "--set", "engines.llm.model=smollm2-135m"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    marked = {line.split()[1] for line in lines if line.startswith("* ")}
+    assert marked == {"whisper-tiny-en", "smollm2-135m", "piper-joe"}

@@ -174,3 +174,30 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+async def test_partials_arrive_while_the_user_speaks_then_the_final() -> None:
+    asr, llm = FakeASR(["the final words"]), FakeLLM(["Ok."])
+    transport = FakeTransport()
+    s_ = settings().model_copy(
+        update={
+            "engines": settings().engines.model_copy(
+                update={
+                    "asr": settings().engines.asr.model_copy(update={"partial_interval_ms": 400})
+                }
+            )
+        }
+    )
+    async with Session(s_, persona(), transport, engines(asr, llm)) as s:
+        events = s.events()
+        await transport.say_paced(seconds=1.3)
+        await next_event(events, "bot_stopped_speaking")
+        transport.hang_up()
+        await asyncio.wait_for(s.run(), 5)
+    said = [(e.data["text"], e.data["final"]) for e in transport.events if e.type == "transcript"]
+    assert said[-1] == ("the final words", True)
+    partials = [text for text, final in said if not final]
+    # one partial per 400 ms of audio, each decoding what had arrived by then (or a bit more)
+    assert 2 <= len(partials) <= 3  # at 400, 800, 1200 ms; the last may be stale under load
+    assert all(p.startswith("heard ") for p in partials)
+    assert [int(p.split()[1]) for p in partials] == sorted(int(p.split()[1]) for p in partials)

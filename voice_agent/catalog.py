@@ -33,6 +33,7 @@ class FileRef(_Model):
 
 class Part(FileRef):
     package: str
+    version: str
 
 
 class Joined(_Model):

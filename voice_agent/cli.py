@@ -25,6 +25,7 @@ import yaml
 
 from voice_agent import __version__
 from voice_agent.config import Settings, load_settings, parse_assignment, settings_as_yaml
+from voice_agent.modelfiles import ModelStore, installed
 from voice_agent.persona import PersonaStore, load_persona
 from voice_agent.yamlfile import FileError
 
@@ -35,7 +36,6 @@ NOT_BUILT = {
     "talk": "talking through the local microphone is not built yet: see issue 5",
     "transcribe": "the transcribe mode is not built yet: see issue 3",
     "speak": "the speak mode is not built yet: see issue 3",
-    "models": "the model catalog commands are not built yet: see issue 3",
     "dashboard": "the latency dashboard is not built yet: see issue 6",
     "bench": "the benchmarks are not built yet: see issues 3 and 6",
 }
@@ -143,6 +143,41 @@ def _personas(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    store = ModelStore(cache_dir=settings.engines.models_cache)
+    in_use = {
+        settings.engines.asr.model: "asr",
+        settings.engines.llm.model: "llm",
+        settings.engines.tts.model: "tts",
+    }
+    if args.action == "list":
+        print(f"  {'id':<16} {'role':<5} {'engine':<15} {'MB':>5}  {'package':<34} licence")
+        for m in store.catalog.models:
+            size = m.joined.size if m.joined else sum(f.size for f in m.files)
+            mark = "*" if m.id in in_use else " "
+            where = f"{m.package}=={m.version}" + (
+                "" if installed(m) else f" (not installed: [{m.extra}])"
+            )
+            print(
+                f"{mark} {m.id:<16} {m.role:<5} {m.engine:<15} {size / 1e6:>5.0f}  "
+                f"{where:<34} {m.licence}"
+            )
+        print("(* in use by the current settings)")
+        return EXIT_OK
+    bad = 0
+    for m in store.catalog.models:
+        check = store.verify(m.id)
+        if check.ok:
+            print(f"ok       {m.id:<16} {check.detail}")
+        elif not check.installed:
+            print(f"absent   {m.id:<16} {check.detail}")
+            bad += m.id in in_use
+        else:
+            print(f"FAILED   {m.id:<16} {check.detail}")
+            bad += 1
+    return EXIT_INPUT if bad else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -161,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FileError as exc:
             print(exc, file=sys.stderr)
             return EXIT_INPUT
+    if args.command == "models":
+        return _models(args, settings)
     if args.command == "config":
         print(settings_as_yaml(settings), end="")
         return EXIT_OK

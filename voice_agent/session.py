@@ -77,7 +77,7 @@ class Session(TaskOwner):
         params = GenerationParams(llm.max_tokens, llm.temperature, llm.top_p, llm.repeat_penalty)
         stages: list[Stage] = [
             *self._input_stages,
-            ASRStage(e.asr, e.executor),
+            ASRStage(e.asr, e.executor, s.engines.asr.partial_interval_ms),
             LLMStage(e.llm, e.executor, self.persona, params, llm.context_tokens, self.history),
             TTSStage(e.tts, e.executor, self.persona, s.engines.tts.first_clause_max_chars),
             PlaybackStage(self.transport.sink, s.audio.output_frame_ms),

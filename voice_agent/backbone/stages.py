@@ -16,6 +16,7 @@ from voice_agent.executor import EngineExecutor
 from voice_agent.frames import (
     BotStoppedSpeakingFrame,
     ControlFrame,
+    DataFrame,
     Direction,
     Frame,
     InputAudioFrame,
@@ -42,29 +43,56 @@ class _Utterance(ControlFrame):
     stream: ASRStream
 
 
-class ASRStage(Stage):
-    """Feeds the user's audio between speech start and stop to an ASR stream; sends the final
-    transcript. Audio and speech start/stop are system frames, handled in arrival order; the
-    final decode runs in the process task, so it never holds up an interruption."""
+@dataclass(slots=True, kw_only=True)
+class _Partial(DataFrame):
+    """Time to re-decode the utterance so far (skipped if it has ended meanwhile)."""
 
-    def __init__(self, engine: ASREngine, executor: EngineExecutor) -> None:
+    stream: ASRStream
+
+
+class ASRStage(Stage):
+    """Feeds the user's audio between speech start and stop to an ASR stream; sends partial
+    transcripts while the user speaks and the final one when they stop.
+
+    Audio and speech start/stop are system frames, handled in arrival order (`accept` is cheap);
+    decoding runs in the process task through the executor, so it never holds up an
+    interruption. A partial decode is due every `partial_interval_ms` of audio (0: never)."""
+
+    def __init__(
+        self, engine: ASREngine, executor: EngineExecutor, partial_interval_ms: int = 0
+    ) -> None:
         super().__init__("asr")
         self.engine = engine
         self.executor = executor
+        self.partial_samples = engine.sample_rate * partial_interval_ms // 1000
         self._stream: ASRStream | None = None
+        self._since_partial = 0
+        self._last_partial = ""
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, InputAudioFrame):
             if self._stream is not None:
                 self._stream.accept(frame.pcm)
+                self._since_partial += len(frame.pcm)
+                if self.partial_samples and self._since_partial >= self.partial_samples:
+                    self._since_partial = 0
+                    self.queue_frame(_Partial(stream=self._stream))
         elif isinstance(frame, UserStartedSpeakingFrame):
             self._stream = self.engine.stream()
+            self._since_partial, self._last_partial = 0, ""
             await self.push(frame, direction)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             await self.push(frame, direction)
             if self._stream is not None:
                 self.queue_frame(_Utterance(stream=self._stream))
                 self._stream = None
+        elif isinstance(frame, _Partial):
+            if frame.stream is self._stream:
+                text = (await self.executor.run(frame.stream.partial)).strip()
+                if text and text != self._last_partial and frame.stream is self._stream:
+                    self._last_partial = text
+                    self.emit("transcript", role="user", text=text, final=False)
+                    await self.push(TranscriptionFrame(text=text, final=False))
         elif isinstance(frame, _Utterance):
             self.emit("asr_final_started")
             text = (await self.executor.run(frame.stream.finalize)).strip()
