@@ -186,7 +186,9 @@ def persona(max_sentences: int = 2) -> Persona:
 
 
 def engines(asr: FakeASR, llm: FakeLLM, tts: FakeTTS | None = None) -> Engines:
-    return Engines(asr=asr, llm=llm, tts=tts or FakeTTS(), executor=EngineExecutor(workers=2))
+    return Engines(
+        asr=asr, llm=llm, tts={"piper": tts or FakeTTS()}, executor=EngineExecutor(workers=2)
+    )
 
 
 def settings() -> Settings:

@@ -15,6 +15,7 @@ Results go to stdout, logs and errors to stderr. Exit codes: 0 ok, 1 a problem w
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ import yaml
 
 from voice_agent import __version__
 from voice_agent.config import Settings, load_settings, parse_assignment, settings_as_yaml
-from voice_agent.modelfiles import ModelStore, installed
+from voice_agent.modelfiles import ModelError, ModelStore, installed
 from voice_agent.persona import PersonaStore, load_persona
 from voice_agent.yamlfile import FileError
 
@@ -34,10 +35,8 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 NOT_BUILT = {
     "serve": "the server (WebRTC, /pcm, /metrics) is not built yet: see issue 5",
     "talk": "talking through the local microphone is not built yet: see issue 5",
-    "transcribe": "the transcribe mode is not built yet: see issue 3",
-    "speak": "the speak mode is not built yet: see issue 3",
     "dashboard": "the latency dashboard is not built yet: see issue 6",
-    "bench": "the benchmarks are not built yet: see issues 3 and 6",
+    "bench conversation": "the conversation benchmark is not built yet: see issue 6",
 }
 
 
@@ -72,10 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--persona", help="default persona id")
     sub.add_parser("talk", parents=[common], help="talk through the local microphone and speaker")
     t = sub.add_parser("transcribe", parents=[common], help="speech to text (ASR mode)")
-    t.add_argument("file", help="wav/flac/ogg/mp3, or - for raw 16 kHz PCM on stdin")
+    t.add_argument("file", help="wav/flac/ogg/mp3, or - for raw 16-bit mono PCM on stdin")
+    t.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on stdin")
+    t.add_argument("--partials", action="store_true", help="show partial transcripts live (stderr)")
+    t.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     sp = sub.add_parser("speak", parents=[common], help="text to speech (TTS mode)")
-    sp.add_argument("text")
-    sp.add_argument("-o", "--output", type=Path)
+    sp.add_argument("text", help="what to say, or - to read it from stdin")
+    sp.add_argument("-o", "--output", type=Path, help="WAV file to write (default: play it)")
+    sp.add_argument("--persona", help="speak with this persona's voice")
+    sp.add_argument("--voice", help="joe | kokoro:jf_alpha | kokoro:jm_kumo=0.7,jf_alpha=0.3")
+    sp.add_argument("--speed", type=float, help="speaking rate, 0.5 to 2.0")
 
     pe = sub.add_parser("personas", parents=[common], help="list, show and validate personas")
     pe_sub = pe.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -92,7 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dashboard", parents=[common], help="latency dashboard for a running server")
     d.add_argument("--url", default="ws://127.0.0.1:8080")
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print figures")
-    b.add_argument("suite", nargs="?", choices=["models", "conversation"])
+    b.add_argument("suite", nargs="?", choices=["models", "conversation"], help="default: all")
+    b.add_argument("--repeat", type=int, default=20, help="runs per figure (default 20)")
+    b.add_argument(
+        "--json", type=Path, default=Path("bench-models.json"), help="where to write the figures"
+    )
     return p
 
 
@@ -143,12 +152,106 @@ def _personas(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.audio.files import read_audio, read_raw_pcm
+    from voice_agent.backbone.factory import load_asr
+    from voice_agent.modes import transcribe
+
+    rate = settings.audio.sample_rate
+    pcm = (
+        read_raw_pcm(sys.stdin.buffer, args.rate, rate)
+        if args.file == "-"
+        else read_audio(Path(args.file), rate)
+    )
+    asr = load_asr(settings.engines.asr, ModelStore(cache_dir=settings.engines.models_cache))
+    live = sys.stderr.isatty()
+
+    def show(text: str) -> None:
+        print(
+            f"\r\033[K… {text}" if live else f"partial: {text}",
+            end="" if live else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    interval = settings.engines.asr.partial_interval_ms if args.partials else 0
+    result = transcribe(
+        asr, pcm, partial_interval_ms=interval, on_partial=show if args.partials else None
+    )
+    if args.partials and live:
+        print("\r\033[K", end="", file=sys.stderr)
+    print(json.dumps(result.as_json()) if args.json else result.text)
+    return EXIT_OK
+
+
+def _speak(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.audio.files import wav_bytes, write_wav
+    from voice_agent.backbone.factory import load_tts
+    from voice_agent.modes import parse_voice, speak
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    persona = PersonaStore(settings.personas.dirs).get(args.persona or settings.personas.default)
+    speed = args.speed if args.speed is not None else persona.voice.speed
+    voice = (
+        parse_voice(args.voice, speed)
+        if args.voice
+        else persona.voice.model_copy(update={"speed": speed})
+    )
+    if args.output is None and sys.stdout.isatty() and not _can_play():
+        raise ValueError(
+            "no -o FILE.wav given and no audio output: pass -o, or install voice-agent[local]"
+        )
+    tts = load_tts(
+        voice.engine, settings.engines.tts, ModelStore(cache_dir=settings.engines.models_cache)
+    )
+    pcm = speak(tts, text, voice)
+    seconds = len(pcm) / tts.sample_rate
+    if args.output is not None:
+        write_wav(args.output, pcm, tts.sample_rate)
+        print(f"{args.output}: {seconds:.2f} s of speech at {tts.sample_rate} Hz", file=sys.stderr)
+    elif not sys.stdout.isatty():
+        sys.stdout.buffer.write(wav_bytes(pcm, tts.sample_rate))
+    else:
+        import sounddevice  # type: ignore[import-not-found, unused-ignore]
+
+        sounddevice.play(pcm, tts.sample_rate, blocking=True)
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.bench import models
+
+    if args.suite == "conversation":
+        print(f"voice-agent bench: {NOT_BUILT['bench conversation']}.", file=sys.stderr)
+        return EXIT_USAGE
+    if args.repeat < 1:
+        raise ValueError("--repeat must be at least 1")
+    figures = models.run(
+        settings, args.repeat, lambda what: print(f"bench: {what}…", file=sys.stderr)
+    )
+    print(models.table(figures))
+    args.json.write_text(json.dumps([f.as_json() for f in figures], indent=2) + "\n")
+    print(f"figures written to {args.json}", file=sys.stderr)
+    if args.suite is None:
+        print(f"voice-agent bench: {NOT_BUILT['bench conversation']}.", file=sys.stderr)
+    return EXIT_OK
+
+
+def _can_play() -> bool:
+    try:
+        import sounddevice  # noqa: F401
+
+        return True
+    except (ImportError, OSError):
+        return False
+
+
 def _models(args: argparse.Namespace, settings: Settings) -> int:
     store = ModelStore(cache_dir=settings.engines.models_cache)
     in_use = {
         settings.engines.asr.model: "asr",
         settings.engines.llm.model: "llm",
-        settings.engines.tts.model: "tts",
+        settings.engines.tts.piper_model: "tts",
     }
     if args.action == "list":
         print(f"  {'id':<16} {'role':<5} {'engine':<15} {'MB':>5}  {'package':<34} licence")
@@ -198,6 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INPUT
     if args.command == "models":
         return _models(args, settings)
+    if args.command in ("transcribe", "speak", "bench"):
+        run = {"transcribe": _transcribe, "speak": _speak, "bench": _bench}[args.command]
+        try:
+            return run(args, settings)
+        except (ValueError, KeyError, FileError, ModelError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+            print(f"voice-agent {args.command}: {message}", file=sys.stderr)
+            return EXIT_INPUT
     if args.command == "config":
         print(settings_as_yaml(settings), end="")
         return EXIT_OK

@@ -106,9 +106,13 @@ class LLMSettings(Section):
 
 
 class TTSSettings(Section):
-    engine: Literal["piper", "kokoro"] = "piper"
-    model: str = "piper-joe"
-    model_path: Path | None = None
+    """Text to speech; each persona's voice picks the engine (piper or kokoro)."""
+
+    piper_model: str = "piper-joe"
+    piper_model_path: Path | None = None
+    """Your own Piper voice (.onnx, with its .onnx.json beside it) instead of the catalog's."""
+    kokoro_model: str = "kokoro-82m"
+    threads: Annotated[int, Field(ge=1, le=64)] = 1
     first_clause_max_chars: Annotated[int, Field(ge=8, le=400)] = 60
     """Speak the first clause at the first punctuation, or after this many characters."""
 

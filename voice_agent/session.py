@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from voice_agent.audio.playback import PlaybackStage
 from voice_agent.backbone.base import ASREngine, GenerationParams, LLMEngine, TTSEngine
 from voice_agent.backbone.stages import ASRStage, LLMStage, TTSStage
+from voice_agent.backbone.text import normalize_for_speech
 from voice_agent.config import Settings
 from voice_agent.events import Event, EventBus, Subscription
 from voice_agent.executor import EngineExecutor
@@ -41,8 +42,19 @@ class Engines:
 
     asr: ASREngine
     llm: LLMEngine
-    tts: TTSEngine
+    tts: Mapping[str, TTSEngine]
+    """By engine name ("piper", "kokoro"): a persona's voice picks one."""
     executor: EngineExecutor
+
+    def tts_for(self, persona: Persona) -> TTSEngine:
+        engine = self.tts.get(persona.voice.engine)
+        if engine is None:
+            raise ValueError(
+                f"persona {persona.id} speaks with {persona.voice.engine}, which is not loaded "
+                f"(loaded: {', '.join(self.tts) or 'none'}); "
+                f"install it with: pip install 'voice-agent[{persona.voice.engine}]'"
+            )
+        return engine
 
 
 class Session(TaskOwner):
@@ -79,7 +91,13 @@ class Session(TaskOwner):
             *self._input_stages,
             ASRStage(e.asr, e.executor, s.engines.asr.partial_interval_ms),
             LLMStage(e.llm, e.executor, self.persona, params, llm.context_tokens, self.history),
-            TTSStage(e.tts, e.executor, self.persona, s.engines.tts.first_clause_max_chars),
+            TTSStage(
+                e.tts_for(self.persona),
+                e.executor,
+                self.persona,
+                s.engines.tts.first_clause_max_chars,
+                normalize_for_speech,
+            ),
             PlaybackStage(self.transport.sink, s.audio.output_frame_ms),
         ]
         return Pipeline(stages, on_upstream=self._upstream, events=self._event)

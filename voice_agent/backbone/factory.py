@@ -1,0 +1,114 @@
+"""Engines from settings: which class, which model file, which knobs.
+
+Each `load_*` imports its engine's module only when that engine is chosen, so an optional
+runtime (transformers, Kokoro's voices) costs nothing unless it is used, and a missing one is
+reported with the extra to install.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from voice_agent.backbone.base import ASREngine, LLMEngine, TTSEngine
+from voice_agent.config import ASRSettings, EngineSettings, LLMSettings, Settings, TTSSettings
+from voice_agent.executor import EngineExecutor
+from voice_agent.modelfiles import ModelStore
+from voice_agent.session import Engines
+
+log = logging.getLogger(__name__)
+
+TTS_ENGINES = ("piper", "kokoro")
+
+
+def _timed(what: str, started: float) -> None:
+    log.info("%s loaded in %.2f s", what, time.perf_counter() - started)
+
+
+def load_asr(s: ASRSettings, store: ModelStore) -> ASREngine:
+    from voice_agent.backbone.asr_whisper import WhisperASR
+
+    t = time.perf_counter()
+    path = s.model_path or store.path(s.model)
+    engine = WhisperASR(path, compute_type=s.compute_type, threads=s.threads, language=s.language)
+    _timed(f"ASR {s.model_path or s.model}", t)
+    return engine
+
+
+def load_llm(s: LLMSettings, store: ModelStore) -> LLMEngine:
+    t = time.perf_counter()
+    engine: LLMEngine
+    if s.engine == "llama-cpp":
+        from voice_agent.backbone.llm_llama import LlamaCppLLM
+
+        engine = LlamaCppLLM(
+            s.model_path or store.path(s.model), n_ctx=s.context_tokens, threads=s.threads
+        )
+    elif s.engine == "openai":
+        from voice_agent.backbone.llm_openai import OpenAICompatibleLLM
+
+        if not s.base_url:
+            raise ValueError("engines.llm.base_url is required for the openai engine")
+        key = os.environ.get(s.api_key_env)
+        engine = OpenAICompatibleLLM(
+            s.base_url, s.model, api_key=key, timeout_s=s.request_timeout_s
+        )
+    else:
+        from voice_agent.backbone.llm_transformers import TransformersLLM
+
+        engine = TransformersLLM(str(s.model_path or s.model))
+    _timed(f"LLM {s.engine} {s.model_path or s.model}", t)
+    return engine
+
+
+def load_tts(name: str, s: TTSSettings, store: ModelStore) -> TTSEngine:
+    """The TTS engine `name` ("piper" or "kokoro")."""
+    t = time.perf_counter()
+    engine: TTSEngine
+    if name == "piper":
+        from voice_agent.backbone.tts_piper import PiperTTS
+
+        if s.piper_model_path is not None:
+            model = s.piper_model_path
+            config = Path(f"{model}.json")
+        else:
+            model = store.path(s.piper_model)
+            config = store.file(s.piper_model, f"{model.name}.json")
+        engine = PiperTTS(model, config, threads=s.threads)
+    elif name == "kokoro":
+        from voice_agent.backbone.tts_kokoro import KokoroTTS
+
+        model = store.path(s.kokoro_model)
+        voices = store.file(s.kokoro_model, "voices_ja.npz")
+        engine = KokoroTTS(
+            model, voices, store.file(s.kokoro_model, "vocab.json"), threads=s.threads
+        )
+    else:
+        raise ValueError(f"unknown TTS engine {name!r}; known: {', '.join(TTS_ENGINES)}")
+    _timed(f"TTS {name}", t)
+    return engine
+
+
+def load_engines(settings: Settings, tts: tuple[str, ...] = TTS_ENGINES) -> Engines:
+    """Every engine the settings ask for, sharing one executor. TTS engines whose model is not
+    installed are left out (a persona that needs one says so when its session starts)."""
+    e: EngineSettings = settings.engines
+    store = ModelStore(cache_dir=e.models_cache)
+    voices: dict[str, TTSEngine] = {}
+    for name in tts:
+        try:
+            voices[name] = load_tts(name, e.tts, store)
+        except Exception as exc:
+            if name == "piper":
+                raise
+            log.warning("TTS engine %s is not available: %s", name, exc)
+    return Engines(
+        asr=load_asr(e.asr, store),
+        llm=load_llm(e.llm, store),
+        tts=voices,
+        executor=EngineExecutor(
+            e.executor.workers, e.executor.max_pending, e.executor.call_timeout_s
+        ),
+    )

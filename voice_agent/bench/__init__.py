@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: `voice-agent bench [models | conversation]`."""

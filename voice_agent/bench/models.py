@@ -1,0 +1,178 @@
+"""`voice-agent bench models`: how fast each embedded engine is on this machine.
+
+ASR: final-transcript latency after the end of a ~3 s utterance (with partials running as in
+a session) and the real-time factor of a full decode. LLM: load time, first-token latency and
+tokens per second, for every LLM of the catalog that is installed. TTS: first-chunk latency
+(a short clause) and real-time factor. Each figure is a median and p95 over repeated runs;
+speech for the ASR is made by the project's own TTS.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voice_agent.audio.pcm import resample
+from voice_agent.backbone.base import GenerationParams, TTSEngine
+from voice_agent.backbone.factory import load_asr, load_llm, load_tts
+from voice_agent.config import Settings
+from voice_agent.history import History
+from voice_agent.modelfiles import ModelStore, installed
+from voice_agent.modes import transcribe
+from voice_agent.persona import PersonaStore, Voice
+
+CLAUSES = [
+    "Sure, I can help.",
+    "It is sunny today.",
+    "Good morning to you.",
+    "That depends, though.",
+    "Let me check that.",
+]
+UTTERANCES = [  # about three seconds each when spoken
+    "What is the weather going to be like tomorrow in Paris?",
+    "Can you remind me to call my sister at six tonight?",
+    "How many minutes should I boil an egg for breakfast?",
+    "Please tell me a short joke about a very clever cat.",
+]
+QUESTIONS = [
+    "What's a good name for a black cat?",
+    "How do I keep basil fresh?",
+    "Can you suggest a quick dinner idea?",
+    "Why do leaves change colour in autumn?",
+    "What should I pack for a weekend hike?",
+]
+TARGETS = {"asr final": 250.0, "llm first token": 150.0, "tts first chunk": 60.0}
+
+
+@dataclass(slots=True)
+class Figure:
+    engine: str
+    metric: str
+    unit: str
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples)) if self.samples else float("nan")
+
+    @property
+    def p95(self) -> float:
+        return float(np.percentile(self.samples, 95)) if self.samples else float("nan")
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "engine": self.engine,
+            "metric": self.metric,
+            "unit": self.unit,
+            "median": round(self.median, 4),
+            "p95": round(self.p95, 4),
+            "runs": len(self.samples),
+            "target": TARGETS.get(self.metric),
+        }
+
+
+Progress = Callable[[str], None]
+
+
+def _ms(t: float) -> float:
+    return 1000 * (time.perf_counter() - t)
+
+
+def bench_tts(name: str, tts: TTSEngine, voice: Voice, repeats: int) -> list[Figure]:
+    first = Figure(name, "tts first chunk", "ms")
+    rtf = Figure(name, "tts rtf", "x")
+    tts.synthesize(CLAUSES[0], voice)  # warm-up
+    for i in range(repeats):
+        t = time.perf_counter()
+        tts.synthesize(CLAUSES[i % len(CLAUSES)], voice)
+        first.samples.append(_ms(t))
+        t = time.perf_counter()
+        pcm = tts.synthesize(UTTERANCES[i % len(UTTERANCES)], voice)
+        rtf.samples.append((time.perf_counter() - t) / (len(pcm) / tts.sample_rate))
+    return [first, rtf]
+
+
+def bench_asr(
+    settings: Settings, store: ModelStore, speech: list[np.ndarray], repeats: int
+) -> list[Figure]:
+    s = settings.engines.asr
+    t = time.perf_counter()
+    asr = load_asr(s, store)
+    load = Figure(s.model, "asr load", "ms", [_ms(t)])
+    final = Figure(s.model, "asr final", "ms")
+    rtf = Figure(s.model, "asr rtf", "x")
+    transcribe(asr, speech[0])  # warm-up
+    for i in range(repeats):
+        pcm = speech[i % len(speech)]
+        final.samples.append(
+            transcribe(asr, pcm, partial_interval_ms=s.partial_interval_ms).final_ms
+        )
+        whole = transcribe(asr, pcm)
+        rtf.samples.append(whole.final_ms / 1000 / whole.audio_s)
+    return [load, final, rtf]
+
+
+def bench_llm(settings: Settings, store: ModelStore, model_id: str, repeats: int) -> list[Figure]:
+    s = settings.engines.llm.model_copy(update={"model": model_id, "engine": "llama-cpp"})
+    t = time.perf_counter()
+    llm = load_llm(s, store)
+    load = Figure(model_id, "llm load", "ms", [_ms(t)])
+    first = Figure(model_id, "llm first token", "ms")
+    rate = Figure(model_id, "llm tokens/s", "tok/s")
+    persona = PersonaStore([]).get(settings.personas.default)
+    params = GenerationParams(s.max_tokens, s.temperature, s.top_p, s.repeat_penalty)
+    for i in range(repeats + 1):
+        history = History()
+        history.add_user(QUESTIONS[i % len(QUESTIONS)])
+        t = time.perf_counter()
+        pieces, t_first = 0, 0.0
+        for _ in llm.stream(history.prompt(persona, s.context_tokens - s.max_tokens), params):
+            pieces += 1
+            if pieces == 1:
+                t_first = _ms(t)
+        if i == 0:
+            continue  # warm-up
+        first.samples.append(t_first)
+        if pieces > 1:
+            rate.samples.append((pieces - 1) / ((_ms(t) - t_first) / 1000))
+    return [load, first, rate]
+
+
+def run(settings: Settings, repeats: int = 20, progress: Progress = lambda _: None) -> list[Figure]:
+    """Every benchmark above, in one run; returns the figures."""
+    store = ModelStore(cache_dir=settings.engines.models_cache)
+    figures: list[Figure] = []
+    progress("TTS piper")
+    piper = load_tts("piper", settings.engines.tts, store)
+    joe = Voice(id="joe")
+    figures += bench_tts("piper-joe", piper, joe, repeats)
+    if installed(store.catalog.get(settings.engines.tts.kokoro_model)):
+        progress("TTS kokoro")
+        kokoro = load_tts("kokoro", settings.engines.tts, store)
+        figures += bench_tts("kokoro-82m", kokoro, Voice(engine="kokoro", id="jf_alpha"), repeats)
+    progress("ASR")
+    rate = settings.audio.sample_rate
+    speech = [resample(piper.synthesize(u, joe), piper.sample_rate, rate) for u in UTTERANCES]
+    figures += bench_asr(settings, store, speech, repeats)
+    for m in store.catalog.models:
+        if m.role == "llm" and installed(m):
+            progress(f"LLM {m.id}")
+            figures += bench_llm(settings, store, m.id, max(repeats // 2, 5))
+    return figures
+
+
+def table(figures: list[Figure]) -> str:
+    lines = [
+        f"{'engine':<16} {'metric':<16} {'median':>9} {'p95':>9}  {'unit':<6} {'runs':>4}  target"
+    ]
+    for f in figures:
+        target = TARGETS.get(f.metric)
+        verdict = (
+            "" if target is None else f"≤ {target:.0f} {'ok' if f.median <= target else 'MISSED'}"
+        )
+        figures_ = f"{f.median:>9.3f} {f.p95:>9.3f}  {f.unit:<6} {len(f.samples):>4}"
+        lines.append(f"{f.engine:<16} {f.metric:<16} {figures_}  {verdict}")
+    return "\n".join(lines)
