@@ -330,7 +330,7 @@ def test_settings_as_yaml_round_trips_changed_values(in_tmp: Path) -> None:
             ("server", "host"): "2024-01-01",  # a string that looks like a date
             ("server", "allowed_origins"): ["https://a.example", "yes"],
             ("engines", "llm", "model_path"): "/models/x.gguf",
-            ("engines", "tts", "engine"): "kokoro",
+            ("engines", "tts", "kokoro_model"): "my-kokoro",
             ("metrics", "jsonl_path"): "turns.jsonl",
             ("personas", "dirs"): ["~/p", "/q"],
             ("log_level",): "debug",

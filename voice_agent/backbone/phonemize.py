@@ -9,18 +9,19 @@ phonemizer-fork's `EspeakBackend`, using the shared library and voice data that 
   marks, words separated by spaces and punctuation kept, because commas, full stops and question
   marks are phoneme ids too and carry the pauses and intonation. `PiperTTS` maps each character
   of it (after Unicode NFD) through the voice's ``phoneme_id_map``.
-- Kokoro v1.0 was trained on misaki phonemes, which are espeak-ng IPA with diphthongs and
-  affricates folded into single symbols ("eɪ" -> "A", "dʒ" -> "ʤ"). `KokoroTTS` asks for the
-  tied form (``tie=True``: "e^ɪ") so that those pairs can be found unambiguously, folds them, and
-  maps the rest through Kokoro's vocab.
+- Kokoro maps the same IPA symbol by symbol through its vocab.json (which has every symbol
+  espeak-ng uses for English but the rare syllabic mark, and the common punctuation). Its
+  voices understand this IPA as it is: see `voice_agent.backbone.tts_kokoro` for why it is not
+  folded into misaki's symbols.
 
 espeak-ng keeps global state and is not thread-safe, so every call holds a lock; a call takes
-well under a millisecond per sentence. Backends are created once per (language, tie) and kept.
+well under a millisecond per sentence. One backend per language is created on first use and kept.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 import espeakng_loader
@@ -28,37 +29,37 @@ from phonemizer.backend import EspeakBackend
 from phonemizer.backend.espeak.wrapper import EspeakWrapper
 
 log = logging.getLogger(__name__)
+# phonemizer warns about "words count mismatch" whenever punctuation is kept: noise, not news
+_espeak_log = logging.getLogger(f"{__name__}.espeak")
+_espeak_log.setLevel(logging.ERROR)
 
-TIE = "^"
-"""The character that joins the two halves of a diphthong or affricate when ``tie=True``."""
-
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _lock = threading.Lock()
-_backends: dict[tuple[str, bool], EspeakBackend] = {}
+_backends: dict[str, EspeakBackend] = {}
 _configured = False
 
 
-def phonemize(text: str, language: str = "en-us", *, tie: bool = False) -> str:
+def phonemize(text: str, language: str = "en-us") -> str:
     """IPA for `text` as espeak-ng speaks it in `language` (an espeak-ng voice name, "en-us").
 
-    Stress marks and punctuation are kept; words are separated by single spaces. With `tie`,
-    multi-letter phonemes are joined by `TIE` ("a^ɪ"). Empty text gives "". Raises ValueError
-    for a language espeak-ng does not know, RuntimeError if espeak-ng itself cannot be loaded.
+    Stress marks and punctuation are kept; words are separated by single spaces (line breaks
+    too). Empty text gives "". Raises ValueError for a language espeak-ng does not know,
+    RuntimeError if espeak-ng itself cannot be loaded.
     """
-    text = " ".join(text.split())
+    text = " ".join(_CONTROL.sub(" ", text).split())  # espeak-ng would stop at a NUL
     if not text:
         return ""
     with _lock:
-        backend = _backend(language, tie)
+        backend = _backend(language)
         result = backend.phonemize([text], strip=True)
     return " ".join(result[0].split()) if result else ""
 
 
-def _backend(language: str, tie: bool) -> EspeakBackend:
-    """The cached backend for (language, tie); the caller holds `_lock`."""
+def _backend(language: str) -> EspeakBackend:
+    """The cached backend for `language`; the caller holds `_lock`."""
     global _configured
-    key = (language, tie)
-    if key in _backends:
-        return _backends[key]
+    if language in _backends:
+        return _backends[language]
     if not _configured:
         try:
             EspeakWrapper.set_library(espeakng_loader.get_library_path())
@@ -73,9 +74,8 @@ def _backend(language: str, tie: bool) -> EspeakBackend:
             language,
             preserve_punctuation=True,
             with_stress=True,
-            tie=TIE if tie else False,
             language_switch="remove-flags",
-            logger=log,
+            logger=_espeak_log,
         )
     except RuntimeError as err:
         if "language" in str(err) and "not supported" in str(err):
@@ -84,5 +84,5 @@ def _backend(language: str, tie: bool) -> EspeakBackend:
             f"cannot start espeak-ng from {espeakng_loader.get_library_path()}: {err}; "
             "reinstall espeakng-loader and phonemizer-fork"
         ) from err
-    _backends[key] = backend
+    _backends[language] = backend
     return backend
