@@ -68,18 +68,23 @@ class ASRStage(Stage):
         self._stream: ASRStream | None = None
         self._since_partial = 0
         self._last_partial = ""
+        self._partial_waiting = False
+
+    async def on_interruption(self) -> None:
+        self._partial_waiting = False  # a queued partial was dropped with the other data frames
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, InputAudioFrame):
             if self._stream is not None:
                 self._stream.accept(frame.pcm)
                 self._since_partial += len(frame.pcm)
-                if self.partial_samples and self._since_partial >= self.partial_samples:
-                    self._since_partial = 0
+                due = self.partial_samples and self._since_partial >= self.partial_samples
+                if due and not self._partial_waiting:  # one at a time: a slow decode never piles up
+                    self._since_partial, self._partial_waiting = 0, True
                     self.queue_frame(_Partial(stream=self._stream))
         elif isinstance(frame, UserStartedSpeakingFrame):
             self._stream = self.engine.stream()
-            self._since_partial, self._last_partial = 0, ""
+            self._since_partial, self._last_partial, self._partial_waiting = 0, "", False
             await self.push(frame, direction)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             await self.push(frame, direction)
@@ -87,6 +92,7 @@ class ASRStage(Stage):
                 self.queue_frame(_Utterance(stream=self._stream))
                 self._stream = None
         elif isinstance(frame, _Partial):
+            self._partial_waiting = False
             if frame.stream is self._stream:
                 text = (await self.executor.run(frame.stream.partial)).strip()
                 if text and text != self._last_partial and frame.stream is self._stream:
