@@ -191,3 +191,40 @@ def test_multilingual_base_transcribes_english(base_dir: Path, language: str | N
     text = stream.finalize()
     assert wer(SENTENCE, text) <= 0.1, text
     assert stream.language == "en"
+
+
+@pytest.mark.parametrize(
+    ("text", "looped"),
+    [
+        ("Hello? How are you today? Hello? How are you today?", True),
+        ("Yes, yes.", True),
+        ("Hello, how are you today?", False),
+        ("I said no, and then she said no.", False),
+        ("", False),
+    ],
+)
+def test_a_decoder_loop_is_recognised(text: str, looped: bool) -> None:
+    from voice_agent.backbone.asr_whisper import _ends_repeated
+
+    assert _ends_repeated(text) is looped
+
+
+@pytest.mark.slow
+def test_a_looped_short_window_decode_is_redone_with_the_full_window(
+    tiny: WhisperASR, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tiny._decode_window
+    windows: list[int] = []
+
+    def looping(audio: Any, language: str | None, window: int) -> Any:
+        windows.append(window)
+        hyp, lang = real(audio, language, window)
+        if window < 30:  # what the decoder sometimes does with a short window
+            hyp = type(hyp)(hyp.tokens + hyp.tokens, hyp.no_speech)
+        return hyp, lang
+
+    monkeypatch.setattr(tiny, "_decode_window", looping)
+    text = tiny.stream()
+    text.accept(padded(speech_16k("Good morning, how are you?")))
+    assert wer("Good morning, how are you?", text.finalize()) <= 0.2
+    assert windows == [10, 30]

@@ -201,3 +201,19 @@ async def test_partials_arrive_while_the_user_speaks_then_the_final() -> None:
     assert 2 <= len(partials) <= 3  # at 400, 800, 1200 ms; the last may be stale under load
     assert all(p.startswith("heard ") for p in partials)
     assert [int(p.split()[1]) for p in partials] == sorted(int(p.split()[1]) for p in partials)
+
+
+async def test_the_persona_prompt_is_prefilled_when_the_session_starts() -> None:
+    class PrefillingLLM(FakeLLM):
+        def __init__(self) -> None:
+            super().__init__([])
+            self.prefilled: list[list[dict[str, str]]] = []
+
+        def prefill(self, messages: list[dict[str, str]]) -> None:
+            self.prefilled.append(messages)
+
+    llm = PrefillingLLM()
+    async with Session(settings(), persona(), FakeTransport(), engines(FakeASR([]), llm)) as s:
+        s.close()
+        await s.run()
+    assert llm.prefilled == [[{"role": "system", "content": "Be brief."}]]

@@ -46,6 +46,14 @@ class Engines:
     """By engine name ("piper", "kokoro"): a persona's voice picks one."""
     executor: EngineExecutor
 
+    def close(self) -> None:
+        """Release the engines' threads and models (at shutdown; sessions must have ended)."""
+        for engine in (self.asr, self.llm, *self.tts.values()):
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+        self.executor.shutdown()
+
     def tts_for(self, persona: Persona) -> TTSEngine:
         engine = self.tts.get(persona.voice.engine)
         if engine is None:

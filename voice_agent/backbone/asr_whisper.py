@@ -28,6 +28,7 @@ queue their jobs on the model's worker); a stream serializes its own calls.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -147,11 +148,23 @@ class WhisperASR:
 
     def _decode(self, audio: Audio, language: str | None) -> tuple[_Hypothesis, str]:
         """One decode of `audio` (at most 29 s): the hypothesis, and the language it was decoded
-        in (detected when `language` is None)."""
+        in (detected when `language` is None). A short window sometimes makes the decoder say
+        the utterance twice ("Yes, yes."); such a result is decoded again with the full window."""
+        seconds = len(audio) / SAMPLE_RATE
+        window = min(_MAX_WINDOW_S, max(_MIN_WINDOW_S, math.ceil(seconds) + 1))
+        hyp, language = self._decode_window(audio, language, window)
+        if window < _MAX_WINDOW_S and not hyp.no_speech:
+            tok, _ = self._tokenizer(language)
+            if _ends_repeated(tok.decode(hyp.tokens)):
+                hyp, language = self._decode_window(audio, language, _MAX_WINDOW_S)
+        return hyp, language
+
+    def _decode_window(
+        self, audio: Audio, language: str | None, window: int
+    ) -> tuple[_Hypothesis, str]:
         from faster_whisper.audio import pad_or_trim
 
         seconds = len(audio) / SAMPLE_RATE
-        window = min(_MAX_WINDOW_S, max(_MIN_WINDOW_S, math.ceil(seconds) + 1))
         features = pad_or_trim(self.model.feature_extractor(audio), window * _FRAMES_PER_SECOND)
         encoded = self.model.encode(features)
         if language is None:
@@ -303,6 +316,13 @@ class WhisperStream:
         if not chunks:
             return np.zeros(0, np.float32)
         return np.concatenate(chunks).astype(np.float32) / 32768.0
+
+
+def _ends_repeated(text: str) -> bool:
+    """Whether the words end with a block said twice in a row ("how are you how are you")."""
+    words = re.sub(r"[^\w\s']", " ", text.lower()).split()
+    n = len(words)
+    return any(words[n - 2 * k : n - k] == words[n - k :] for k in range(1, n // 2 + 1))
 
 
 def _end_of(committed: list[_Word], words: list[_Word]) -> int:

@@ -135,6 +135,13 @@ class LLMStage(Stage):
         """A reply has started and has not been played out or cut yet."""
         self._reply: Message | None = None
 
+    async def setup(self) -> None:
+        # An engine that can (llama.cpp) evaluates the persona's system prompt and examples now,
+        # in the background, so the first reply only evaluates the user's words.
+        prefill = getattr(self.engine, "prefill", None)
+        if prefill is not None:
+            prefill(self.history.prompt(self.persona, self.context_tokens - self.params.max_tokens))
+
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, TranscriptionFrame) and frame.final:
             await self.push(frame, direction)

@@ -138,6 +138,9 @@ def bench_llm(settings: Settings, store: ModelStore, model_id: str, repeats: int
         first.samples.append(t_first)
         if pieces > 1:
             rate.samples.append((pieces - 1) / ((_ms(t) - t_first) / 1000))
+    close = getattr(llm, "close", None)
+    if close is not None:
+        close()
     return [load, first, rate]
 
 
