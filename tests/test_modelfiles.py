@@ -41,6 +41,12 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def catalog(site: Path, **overrides: object) -> Catalog:
     w, c = b"W" * 1000, b"{}"
     joined = b"first-part;second-part"
+    parts = [
+        {"package": "fake-model", "version": "1.2", "path": "fake_model/p1.bin"},
+        {"package": "fake-part-two", "version": "0.9", "path": "fake_part_two/p2.bin"},
+    ]
+    for part, data in zip(parts, (b"first-part;", b"second-part"), strict=True):
+        part.update(sha256=sha(data), size=len(data))
     models = [
         {
             "id": "single",
@@ -60,22 +66,7 @@ def catalog(site: Path, **overrides: object) -> Catalog:
             "package": "fake-model",
             "version": "1.2",
             "licence": "MIT",
-            "parts": [
-                {
-                    "package": "fake-model",
-                    "version": "1.2",
-                    "path": "fake_model/p1.bin",
-                    "sha256": sha(b"first-part;"),
-                    "size": 11,
-                },
-                {
-                    "package": "fake-part-two",
-                    "version": "0.9",
-                    "path": "fake_part_two/p2.bin",
-                    "sha256": sha(b"second-part"),
-                    "size": 11,
-                },
-            ],
+            "parts": parts,
             "joined": {"name": "model.gguf", "sha256": sha(joined), "size": len(joined)},
         },
         {
@@ -87,22 +78,7 @@ def catalog(site: Path, **overrides: object) -> Catalog:
             "version": "1.2",
             "licence": "MIT",
             "files": [{"path": "fake_model/config.json", "sha256": sha(c), "size": len(c)}],
-            "parts": [
-                {
-                    "package": "fake-model",
-                    "version": "1.2",
-                    "path": "fake_model/p1.bin",
-                    "sha256": sha(b"first-part;"),
-                    "size": 11,
-                },
-                {
-                    "package": "fake-part-two",
-                    "version": "0.9",
-                    "path": "fake_part_two/p2.bin",
-                    "sha256": sha(b"second-part"),
-                    "size": 11,
-                },
-            ],
+            "parts": parts,
             "joined": {"name": "model.bin", "sha256": sha(joined), "size": len(joined)},
         },
         {

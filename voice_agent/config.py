@@ -112,7 +112,8 @@ class TTSSettings(Section):
     piper_model_path: Path | None = None
     """Your own Piper voice (.onnx, with its .onnx.json beside it) instead of the catalog's."""
     kokoro_model: str = "kokoro-82m"
-    threads: Annotated[int, Field(ge=1, le=64)] = 1
+    threads: Annotated[int, Field(ge=1, le=64)] = 2
+    """CPU threads per synthesis (Piper's first clause: ~92 ms with 1, ~56 ms with 2, here)."""
     first_clause_max_chars: Annotated[int, Field(ge=8, le=400)] = 60
     """Speak the first clause at the first punctuation, or after this many characters."""
 

@@ -25,6 +25,38 @@ class Message:
         return {"role": self.role, "content": self.content}
 
 
+MIN_REPLY_TOKENS = 16
+"""A prompt that leaves less room than this for the reply is refused."""
+
+
+def fit_to_context(
+    messages: list[dict[str, str]],
+    prompt_tokens: Callable[[list[dict[str, str]]], int],
+    n_ctx: int,
+    max_tokens: int,
+    model: str,
+) -> tuple[list[dict[str, str]], int]:
+    """Drop the oldest messages after the system prompt (never the last one, and never leaving
+    an assistant message first) until the prompt leaves `max_tokens` for the reply. Returns the
+    messages and their prompt length; RuntimeError if even the system prompt and the last
+    message leave less than MIN_REPLY_TOKENS."""
+    msgs = list(messages)
+    first = 1 if msgs and msgs[0]["role"] == "system" else 0
+    while True:
+        n = prompt_tokens(msgs)
+        if n + max_tokens <= n_ctx or len(msgs) - first <= 1:
+            break
+        del msgs[first]
+        while len(msgs) - first > 1 and msgs[first]["role"] == "assistant":
+            del msgs[first]
+    if n + MIN_REPLY_TOKENS > n_ctx:
+        raise RuntimeError(
+            f"prompt of {n} tokens does not fit the {n_ctx}-token context of {model} "
+            "(even with only the system prompt and the last message); shorten them or raise n_ctx"
+        )
+    return msgs, n
+
+
 def approx_tokens(text: str) -> int:
     """A cheap token estimate (about four characters a token for English)."""
     return len(text) // 4 + 1

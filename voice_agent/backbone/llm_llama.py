@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from voice_agent.backbone.base import GenerationParams
+from voice_agent.history import fit_to_context
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
-_MIN_REPLY_TOKENS = 16
-"""A prompt that leaves less room than this for the reply is refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,25 +226,11 @@ class LlamaCppLLM:
         return list(self._llm.tokenize(prompt.encode(), add_bos=False, special=True))
 
     def _fit(self, messages: list[dict[str, str]], max_tokens: int) -> list[dict[str, str]]:
-        """Drop the oldest messages after the system prompt until the prompt leaves room for
-        `max_tokens`; raise if even the system prompt and the last message cannot leave a
-        little."""
-        msgs = list(messages)
-        first = 1 if msgs and msgs[0]["role"] == "system" else 0
-        while True:
-            n = len(self._prompt_tokens(msgs))
-            if n + max_tokens <= self.n_ctx or len(msgs) - first <= 1:
-                break
-            del msgs[first]
-            while len(msgs) - first > 1 and msgs[first]["role"] == "assistant":
-                del msgs[first]
-        if n + _MIN_REPLY_TOKENS > self.n_ctx:
-            raise RuntimeError(
-                f"prompt of {n} tokens does not fit the {self.n_ctx}-token context of "
-                f"{self.model.name} (even with only the system prompt and the last message); "
-                "shorten them or raise n_ctx"
-            )
-        return msgs
+        """The messages that fit `n_ctx` with room for `max_tokens` (see `fit_to_context`)."""
+        fitted, _ = fit_to_context(
+            messages, lambda m: len(self._prompt_tokens(m)), self.n_ctx, max_tokens, self.model.name
+        )
+        return fitted
 
 
 class _Stream(Iterator[str]):

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from voice_agent.backbone.base import GenerationParams
+from voice_agent.history import fit_to_context
 
 _INSTALL = "pip install 'voice-agent[torch]'"
-_MIN_REPLY_TOKENS = 16
 
 
 class TransformersLLM:
@@ -162,23 +162,17 @@ class TransformersLLM:
     def _encode(self, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
         """Tokenize with the chat template, dropping the oldest messages after the system
         prompt while the prompt leaves no room for `max_tokens`."""
-        msgs = list(messages)
-        first = 1 if msgs and msgs[0]["role"] == "system" else 0
-        while True:
-            enc = self.tokenizer.apply_chat_template(
+
+        def encode(msgs: list[dict[str, str]]) -> Any:
+            return self.tokenizer.apply_chat_template(
                 msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )
-            n = int(enc["input_ids"].shape[-1])
-            if n + max_tokens <= self.n_ctx or len(msgs) - first <= 1:
-                break
-            del msgs[first]
-            while len(msgs) - first > 1 and msgs[first]["role"] == "assistant":
-                del msgs[first]
-        if n + _MIN_REPLY_TOKENS > self.n_ctx:
-            raise RuntimeError(
-                f"prompt of {n} tokens does not fit the {self.n_ctx}-token context of "
-                f"{self.name} (even with only the system prompt and the last message)"
-            )
+
+        def length(msgs: list[dict[str, str]]) -> int:
+            return int(encode(msgs)["input_ids"].shape[-1])
+
+        fitted, _ = fit_to_context(messages, length, self.n_ctx, max_tokens, self.name)
+        enc = encode(fitted)
         return {k: v.to(self.device) for k, v in enc.items()}
 
 
