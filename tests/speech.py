@@ -1,7 +1,8 @@
 """Real speech for tests: sentences spoken by the installed Piper voice (joe), at 16 kHz.
 
 Tests that need a person talking (ASR, VAD, turn-taking) use `speech_16k`; it synthesizes once
-per text and process, so asking again is free.
+per text and process, so asking again is free, and the same text gives the same audio in every
+run (the voice's noise is turned off).
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ def piper_files() -> tuple[Path, Path]:
 
 @functools.lru_cache(maxsize=1)
 def piper() -> PiperTTS:
-    """One shared joe voice for the test process."""
+    """One shared joe voice for the test process, made deterministic: Piper samples noise for
+    each call, so without this every run would test the ASR on slightly different audio."""
     model, config = piper_files()
-    return PiperTTS(model, config, threads=1)
+    tts = PiperTTS(model, config, threads=1)
+    tts.noise_scale = tts.noise_w = 0.0
+    return tts
 
 
 def speech_16k(text: str) -> PCM:

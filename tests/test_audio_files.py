@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voice_agent.audio.files import AudioFileError, read_audio, read_raw_pcm, wav_bytes, write_wav
+from voice_agent.audio.files import AudioFileError, read_audio, read_stdin, wav_bytes, write_wav
 
 
 def tone(rate: int, seconds: float, channels: int = 1) -> np.ndarray:
@@ -66,13 +66,24 @@ def test_truncated_wav_reads_what_is_there_or_fails_clearly(tmp_path: Path) -> N
 
 def test_raw_pcm_from_stdin() -> None:
     samples = (np.arange(800) % 100).astype("<i2")
-    assert np.array_equal(read_raw_pcm(io.BytesIO(samples.tobytes()), 16000, 16000), samples)
-    assert len(read_raw_pcm(io.BytesIO(np.zeros(4800, "<i2").tobytes()), 48000, 16000)) == 1600
+    assert np.array_equal(read_stdin(io.BytesIO(samples.tobytes()), 16000, 16000), samples)
+    assert len(read_stdin(io.BytesIO(np.zeros(4800, "<i2").tobytes()), 48000, 16000)) == 1600
     with pytest.raises(AudioFileError, match="odd number of bytes"):
-        read_raw_pcm(io.BytesIO(b"\x00\x01\x02"), 16000, 16000)
+        read_stdin(io.BytesIO(b"\x00\x01\x02"), 16000, 16000)
     with pytest.raises(AudioFileError, match="not between 8000 and 192000"):
-        read_raw_pcm(io.BytesIO(b""), 10, 16000)
-    assert len(read_raw_pcm(io.BytesIO(b""), 16000, 16000)) == 0
+        read_stdin(io.BytesIO(b""), 10, 16000)
+    assert len(read_stdin(io.BytesIO(b""), 16000, 16000)) == 0
+
+
+def test_an_audio_file_piped_to_stdin_is_recognised() -> None:
+    pcm = (tone(22050, 0.5) * 20000).astype(np.int16)
+    back = read_stdin(io.BytesIO(wav_bytes(pcm, 22050)), 16000, 16000)
+    assert len(back) == 8000  # read as a 22.05 kHz WAV, not as raw samples at 16 kHz
+    flac = io.BytesIO()
+    sf.write(flac, pcm, 22050, format="FLAC")
+    assert len(read_stdin(io.BytesIO(flac.getvalue()), 16000, 16000)) == 8000
+    with pytest.raises(AudioFileError, match="stdin: not a readable audio file"):
+        read_stdin(io.BytesIO(b"RIFF" + b"\x00" * 40), 16000, 16000)
 
 
 def test_write_wav_round_trips_and_never_leaves_a_partial_file(tmp_path: Path) -> None:

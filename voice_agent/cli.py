@@ -71,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--persona", help="default persona id")
     sub.add_parser("talk", parents=[common], help="talk through the local microphone and speaker")
     t = sub.add_parser("transcribe", parents=[common], help="speech to text (ASR mode)")
-    t.add_argument("file", help="wav/flac/ogg/mp3, or - for raw 16-bit mono PCM on stdin")
+    t.add_argument(
+        "file", help="wav/flac/ogg/mp3, or - for stdin (an audio file, or raw 16-bit mono PCM)"
+    )
     t.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on stdin")
     t.add_argument("--partials", action="store_true", help="show partial transcripts live (stderr)")
     t.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -153,13 +155,13 @@ def _personas(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
-    from voice_agent.audio.files import read_audio, read_raw_pcm
+    from voice_agent.audio.files import read_audio, read_stdin
     from voice_agent.backbone.factory import load_asr
     from voice_agent.modes import transcribe
 
     rate = settings.audio.sample_rate
     pcm = (
-        read_raw_pcm(sys.stdin.buffer, args.rate, rate)
+        read_stdin(sys.stdin.buffer, args.rate, rate)
         if args.file == "-"
         else read_audio(Path(args.file), rate)
     )

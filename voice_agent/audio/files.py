@@ -20,37 +20,51 @@ class AudioFileError(ValueError):
     """Audio that cannot be read; the message is for people."""
 
 
+_CONTAINERS = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")
+"""How wav, flac, ogg and mp3 streams begin."""
+
+
 def read_audio(path: Path, rate: int) -> PCM:
     """Any file libsndfile reads (wav, flac, ogg, mp3...), as mono int16 at `rate`."""
     if not path.exists():
         raise AudioFileError(f"{path}: no such file")
     if path.is_dir():
         raise AudioFileError(f"{path}: is a directory")
+    return _decode(str(path), str(path), rate)
+
+
+def _decode(source: str | io.BytesIO, name: str, rate: int) -> PCM:
     try:
-        info = sf.info(str(path))
+        info = sf.info(source)
         if info.frames > MAX_SECONDS * info.samplerate:
-            raise AudioFileError(f"{path}: longer than {MAX_SECONDS // 3600} hours")
-        data, src_rate = sf.read(str(path), dtype="float32", always_2d=True)
+            raise AudioFileError(f"{name}: longer than {MAX_SECONDS // 3600} hours")
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        data, src_rate = sf.read(source, dtype="float32", always_2d=True)
     except (OSError, sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioFileError(
-            f"{path}: not a readable audio file (wav, flac, ogg and mp3 are supported): {exc}"
+            f"{name}: not a readable audio file (wav, flac, ogg and mp3 are supported): {exc}"
         ) from None
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return resample(to_int16(mono), int(src_rate), rate)
 
 
-def read_raw_pcm(stream: BinaryIO, src_rate: int, rate: int) -> PCM:
-    """Raw 16-bit little-endian mono PCM at `src_rate`, as int16 at `rate`."""
-    if not 8000 <= src_rate <= 192_000:
-        raise AudioFileError(f"raw PCM rate {src_rate} Hz is not between 8000 and 192000")
-    data = stream.read(MAX_SECONDS * src_rate * 2 + 2)
-    if len(data) > MAX_SECONDS * src_rate * 2:
-        raise AudioFileError(f"raw PCM longer than {MAX_SECONDS // 3600} hours")
+def read_stdin(stream: BinaryIO, raw_rate: int, rate: int) -> PCM:
+    """An audio file (wav, flac, ogg, mp3) piped in, or else raw 16-bit little-endian mono PCM
+    at `raw_rate`; as int16 at `rate`."""
+    if not 8000 <= raw_rate <= 192_000:
+        raise AudioFileError(f"raw PCM rate {raw_rate} Hz is not between 8000 and 192000")
+    limit = MAX_SECONDS * raw_rate * 2
+    data = stream.read(limit + 2)
+    if len(data) > limit:
+        raise AudioFileError(f"input longer than {MAX_SECONDS // 3600} hours")
+    if data.startswith(_CONTAINERS):
+        return _decode(io.BytesIO(data), "stdin", rate)
     if len(data) % 2:
         raise AudioFileError(
             f"raw PCM has an odd number of bytes ({len(data)}): expected 16-bit samples"
         )
-    return resample(np.frombuffer(data, dtype="<i2").astype(np.int16), src_rate, rate)
+    return resample(np.frombuffer(data, dtype="<i2").astype(np.int16), raw_rate, rate)
 
 
 def wav_bytes(pcm: PCM, rate: int) -> bytes:
