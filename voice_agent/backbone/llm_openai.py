@@ -18,6 +18,8 @@ import httpx
 from voice_agent.backbone.base import GenerationParams
 
 _EXCERPT = 300
+_MAX_REPLY_BYTES = 1024 * 1024
+"""A whole (non-streamed) reply larger than this is cut (and then fails to parse, clearly)."""
 
 
 class OpenAICompatibleLLM:
@@ -90,12 +92,11 @@ class OpenAICompatibleLLM:
         try:
             with self._client.stream("POST", self.url, json=body) as response:
                 if response.status_code >= 400:
-                    response.read()
-                    raise self._error(f"HTTP {response.status_code}", response.text)
+                    raise self._error(f"HTTP {response.status_code}", _read(response, _EXCERPT * 4))
                 kind = response.headers.get("content-type", "")
                 if not kind.startswith("text/event-stream"):
-                    response.read()  # a server that ignored stream=true: one JSON reply
-                    yield self._whole_reply(response.text)
+                    # a server that ignored stream=true: one JSON reply
+                    yield self._whole_reply(_read(response, _MAX_REPLY_BYTES))
                     return
                 for line in response.iter_lines():
                     piece = self._event(line)
@@ -155,3 +156,13 @@ class OpenAICompatibleLLM:
                 excerpt = excerpt[:_EXCERPT] + "..."
             msg += f": {excerpt}"
         return RuntimeError(msg)
+
+
+def _read(response: httpx.Response, limit: int) -> str:
+    """At most `limit` bytes of a response body, as text (a hostile server can't fill memory)."""
+    body = b""
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return body[:limit].decode(errors="replace")
