@@ -19,8 +19,3 @@ def personas_dir() -> Path:
 def catalog_file() -> Path:
     """models/catalog.yaml: every embedded model, its package, files and checksums."""
     return PACKAGE_DIR / "models" / "catalog.yaml"
-
-
-def web_dir() -> Path:
-    """The browser page (HTML/JS/CSS)."""
-    return PACKAGE_DIR / "ui" / "web"

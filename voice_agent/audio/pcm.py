@@ -16,20 +16,8 @@ def to_int16(samples: np.ndarray) -> PCM:
     return clipped.astype(np.int16)
 
 
-def to_float32(pcm: PCM) -> np.ndarray:
-    return pcm.astype(np.float32) / 32768.0
-
-
 def resample(pcm: PCM, src_rate: int, dst_rate: int) -> PCM:
     """Resample mono int16 audio (whole clips; streams keep a `soxr.ResampleStream`)."""
     if src_rate == dst_rate or len(pcm) == 0:
         return pcm
     return soxr.resample(pcm, src_rate, dst_rate)  # type: ignore[no-any-return]
-
-
-def dbfs(pcm: PCM) -> float:
-    """RMS level in dB relative to full scale (-inf for digital silence)."""
-    if len(pcm) == 0:
-        return float("-inf")
-    rms = float(np.sqrt(np.mean(np.square(pcm.astype(np.float64)))))
-    return 20 * np.log10(rms / 32768.0) if rms > 0 else float("-inf")
