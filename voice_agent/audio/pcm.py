@@ -21,3 +21,11 @@ def resample(pcm: PCM, src_rate: int, dst_rate: int) -> PCM:
     if src_rate == dst_rate or len(pcm) == 0:
         return pcm
     return soxr.resample(pcm, src_rate, dst_rate)  # type: ignore[no-any-return]
+
+
+def dbfs(pcm: PCM) -> float:
+    """RMS level in dB relative to full scale (-inf for digital silence)."""
+    if len(pcm) == 0:
+        return float("-inf")
+    rms = float(np.sqrt(np.mean(np.square(pcm.astype(np.float64)))))
+    return 20 * np.log10(rms / 32768.0) if rms > 0 else float("-inf")
