@@ -217,3 +217,17 @@ async def test_the_persona_prompt_is_prefilled_when_the_session_starts() -> None
         s.close()
         await s.run()
     assert llm.prefilled == [[{"role": "system", "content": "Be brief."}]]
+
+
+async def test_a_stage_that_fails_to_start_leaves_nothing_running() -> None:
+    class BrokenLLM(FakeLLM):
+        def prefill(self, messages: list[dict[str, str]]) -> None:
+            raise RuntimeError("no model")
+
+    before = asyncio.all_tasks()
+    transport = FakeTransport()
+    with pytest.raises(RuntimeError, match="no model"):
+        async with Session(settings(), persona(), transport, engines(FakeASR([]), BrokenLLM([]))):
+            pass
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == before and transport.closed == 1

@@ -134,7 +134,11 @@ class Session(TaskOwner):
 
     async def __aenter__(self) -> Session:
         self.bus.publish(Event("session_started", {"session": self.id, "persona": self.persona.id}))
-        await self.pipeline.start(self.settings.audio.sample_rate)
+        try:
+            await self.pipeline.start(self.settings.audio.sample_rate)
+        except BaseException:
+            await self.aclose()  # `async with` never calls __aexit__ when __aenter__ fails
+            raise
         self.create_task(self._read_input(), "input")
         self._forwarder = self.create_task(self._forward_events(self.bus.subscribe()), "events")
         return self
