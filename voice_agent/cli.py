@@ -251,9 +251,9 @@ def _can_play() -> bool:
 def _models(args: argparse.Namespace, settings: Settings) -> int:
     store = ModelStore(cache_dir=settings.engines.models_cache)
     in_use = {
-        settings.engines.asr.model: "asr",
-        settings.engines.llm.model: "llm",
-        settings.engines.tts.piper_model: "tts",
+        settings.engines.asr.model,
+        settings.engines.llm.model,
+        settings.engines.tts.piper_model,
     }
     if args.action == "list":
         print(f"  {'id':<16} {'role':<5} {'engine':<15} {'MB':>5}  {'package':<34} licence")
