@@ -30,6 +30,8 @@ from voice_agent.session import Engines
 
 RATE = 16000
 MS_PER_WORD = 100
+TRAILING_SILENCE_S = 0.6
+"""Silence after each utterance: more than the default end-of-turn silence (500 ms)."""
 
 
 class FakeASR:
@@ -65,15 +67,19 @@ class FakeLLM:
     """Streams scripted replies word by word; with `gate` set, each word after the first waits
     for the gate to open."""
 
-    def __init__(self, replies: Sequence[str | Exception]) -> None:
+    def __init__(self, replies: Sequence[str | Exception], *, repeat_last: bool = False) -> None:
         self.replies = list(replies)
+        self.repeat_last = repeat_last
+        """Answer with the last reply again once the script has run out."""
         self.prompts: list[list[dict[str, str]]] = []
         self.closed = 0
         self.gate: threading.Event | None = None
 
     def stream(self, messages: Sequence[dict[str, str]], params: GenerationParams) -> Iterator[str]:
         self.prompts.append([dict(m) for m in messages])
-        reply = self.replies.pop(0)
+        reply = (
+            self.replies[0] if self.repeat_last and len(self.replies) == 1 else self.replies.pop(0)
+        )
         if isinstance(reply, Exception):
             raise reply
         return self._words(reply)
@@ -141,23 +147,29 @@ class FakeTransport:
         self.events: list[Event] = []
         self.closed = 0
 
-    def say(self, seconds: float = 1.0) -> None:
+    def say(self, seconds: float = 1.0, then_silence: float = TRAILING_SILENCE_S) -> None:
+        """Speech start, `seconds` of audio, speech stop, then `then_silence` of silence (the
+        turn logic counts silence in audio, so the end of turn needs it)."""
         self._inbox.put_nowait(UserStartedSpeakingFrame())
-        for _ in range(int(seconds * 50)):
-            self._inbox.put_nowait(
-                InputAudioFrame(pcm=np.zeros(RATE // 50, np.int16), sample_rate=RATE)
-            )
+        self.silence(seconds)
         self._inbox.put_nowait(UserStoppedSpeakingFrame())
+        self.silence(then_silence)
 
     async def say_paced(self, seconds: float, wall_s_per_frame: float = 0.005) -> None:
         """Like `say`, but the audio arrives over time (4x real time by default), as from a mic."""
         self._inbox.put_nowait(UserStartedSpeakingFrame())
         for _ in range(int(seconds * 50)):
+            self.silence(0.02)
+            await asyncio.sleep(wall_s_per_frame)
+        self._inbox.put_nowait(UserStoppedSpeakingFrame())
+        self.silence(TRAILING_SILENCE_S)
+
+    def silence(self, seconds: float) -> None:
+        """`seconds` of silent microphone audio."""
+        for _ in range(round(seconds * 50)):
             self._inbox.put_nowait(
                 InputAudioFrame(pcm=np.zeros(RATE // 50, np.int16), sample_rate=RATE)
             )
-            await asyncio.sleep(wall_s_per_frame)
-        self._inbox.put_nowait(UserStoppedSpeakingFrame())
 
     def hang_up(self) -> None:
         self._inbox.put_nowait(None)

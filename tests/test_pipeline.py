@@ -19,7 +19,6 @@ from voice_agent.frames import (
     InterruptionFrame,
     LLMTextFrame,
     StartFrame,
-    TranscriptionFrame,
     UserStartedSpeakingFrame,
 )
 from voice_agent.pipeline import MAX_QUEUED, UP, Pipeline, Stage
@@ -41,7 +40,7 @@ class Recorder(Stage):
         if isinstance(frame, StartFrame):
             return
         label = getattr(frame, "text", type(frame).__name__)
-        if isinstance(frame, TranscriptionFrame | LLMTextFrame):
+        if isinstance(frame, LLMTextFrame):
             try:
                 await self.gate.wait()
             except asyncio.CancelledError:
@@ -64,8 +63,8 @@ async def test_system_frames_jump_ahead_of_queued_data() -> None:
     p = Pipeline([rec])
     await p.start()
     rec.gate.clear()
-    p.queue(TranscriptionFrame(text="d1"))
-    p.queue(TranscriptionFrame(text="d2"))
+    p.queue(LLMTextFrame(text="d1"))
+    p.queue(LLMTextFrame(text="d2"))
     p.queue(UserStartedSpeakingFrame())
     await settle()
     assert rec.seen == ["UserStartedSpeakingFrame"]  # while d1 is still being processed
@@ -81,7 +80,7 @@ async def test_interruption_drops_data_cancels_work_in_flight_and_keeps_control_
     p = Pipeline([a, b], on_downstream=out.append)
     await p.start()
     a.gate.clear()
-    p.queue(TranscriptionFrame(text="in-flight"))
+    p.queue(LLMTextFrame(text="in-flight"))
     p.queue(LLMTextFrame(text="queued"))
     p.queue(EndFrame())
     await settle()
@@ -94,7 +93,7 @@ async def test_interruption_drops_data_cancels_work_in_flight_and_keeps_control_
     await asyncio.wait_for(p.wait_ended(), 1)
     # the stage still works after an interruption
     a.gate.set()
-    p.queue(TranscriptionFrame(text="after"))
+    p.queue(LLMTextFrame(text="after"))
     await settle()
     assert b.seen[-1] == "after"
     await p.stop()
@@ -103,7 +102,7 @@ async def test_interruption_drops_data_cancels_work_in_flight_and_keeps_control_
 async def test_a_failing_stage_reports_upstream_and_keeps_working() -> None:
     class Flaky(Stage):
         async def process(self, frame: Frame, direction: Direction) -> None:
-            if isinstance(frame, TranscriptionFrame) and frame.text == "bad":
+            if isinstance(frame, LLMTextFrame) and frame.text == "bad":
                 raise ValueError("cannot handle this")
             await self.push(frame, direction)
 
@@ -111,13 +110,13 @@ async def test_a_failing_stage_reports_upstream_and_keeps_working() -> None:
     down: list[Frame] = []
     p = Pipeline([Flaky("flaky")], on_upstream=up.append, on_downstream=down.append)
     await p.start()
-    p.queue(TranscriptionFrame(text="bad"))
-    p.queue(TranscriptionFrame(text="good"))
+    p.queue(LLMTextFrame(text="bad"))
+    p.queue(LLMTextFrame(text="good"))
     await settle()
     assert [(type(f), f.source, f.message) for f in up if isinstance(f, ErrorFrame)] == [
         (ErrorFrame, "flaky", "ValueError: cannot handle this")
     ]
-    assert [f.text for f in down if isinstance(f, TranscriptionFrame)] == ["good"]
+    assert [f.text for f in down if isinstance(f, LLMTextFrame)] == ["good"]
     await p.stop()
 
 
@@ -144,11 +143,11 @@ async def test_a_stage_that_falls_behind_drops_its_oldest_data_never_control(
     p = Pipeline([rec])
     await p.start()
     rec.gate.clear()
-    p.queue(TranscriptionFrame(text="busy"))
+    p.queue(LLMTextFrame(text="busy"))
     await settle()
     p.queue(EndFrame())
     for i in range(MAX_QUEUED + 5):
-        p.queue(TranscriptionFrame(text=f"t{i}"))
+        p.queue(LLMTextFrame(text=f"t{i}"))
     with caplog.at_level(logging.WARNING):
         await settle()
     assert sum(s.dropped for s in p.stages) == 6  # wherever the backlog built up

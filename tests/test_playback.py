@@ -7,7 +7,15 @@ import asyncio
 import numpy as np
 
 from voice_agent.audio.playback import PlaybackStage, heard_text
-from voice_agent.frames import PCM, TTSAudioFrame, TTSStartedFrame, TTSStoppedFrame
+from voice_agent.frames import (
+    PCM,
+    DuckOutputFrame,
+    EndOfTurnFrame,
+    TTSAudioFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    UserTurnFrame,
+)
 from voice_agent.pipeline import Pipeline
 
 
@@ -114,3 +122,94 @@ async def test_played_ms_subtracts_what_the_device_still_buffers() -> None:
     stage = PlaybackStage(sink, 20, clock=clock, sleep=clock.sleep)
     stage._written = 16000 // 2  # 500 ms written
     assert stage.played_ms == 440
+
+
+class LevelSink:
+    """A sink that keeps every frame, as fast as it comes (for holds and levels)."""
+
+    realtime = False
+
+    def __init__(self, rate: int) -> None:
+        self.sample_rate = rate
+        self.frames: list[PCM] = []
+
+    async def write(self, pcm: PCM) -> None:
+        self.frames.append(pcm.copy())
+        await asyncio.sleep(0)
+
+    def buffered_ms(self) -> float:
+        return 0.0
+
+
+async def settle(n: int = 200) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_reply_waits_for_the_end_of_the_turn_it_answers() -> None:
+    sink = LevelSink(16000)
+    events: list[str] = []
+    stage = PlaybackStage(sink, 20)
+    p = Pipeline([stage], events=lambda kind, data, t: events.append(kind))
+    await p.start()
+    p.queue(UserTurnFrame(text="hi", turn=3))
+    p.queue(TTSStartedFrame())
+    p.queue(TTSAudioFrame(pcm=tone(100, 16000), sample_rate=16000, text="hello"))
+    p.queue(EndOfTurnFrame(turn=2))  # an earlier turn's end does not release it
+    await settle()
+    assert sink.frames == [] and "reply_held" in events and "reply_audio_ready" in events
+    p.queue(EndOfTurnFrame(turn=3))
+    await settle()
+    assert len(sink.frames) == 5 and events.index("reply_released") > events.index("reply_held")
+    await p.stop()
+
+
+async def test_the_end_of_turn_may_come_before_its_reply() -> None:
+    sink = LevelSink(16000)
+    p = Pipeline([PlaybackStage(sink, 20)])
+    await p.start()
+    p.queue(EndOfTurnFrame(turn=1))
+    await settle()
+    p.queue(UserTurnFrame(text="hi", turn=1))
+    p.queue(TTSStartedFrame())
+    p.queue(TTSAudioFrame(pcm=tone(60, 16000), sample_rate=16000, text="hello"))
+    await settle()
+    assert len(sink.frames) == 3
+    await p.stop()
+
+
+async def test_ducking_lowers_the_next_frames_smoothly_and_an_interruption_restores_the_level() -> (
+    None
+):
+    sink = LevelSink(16000)
+    stage = PlaybackStage(sink, 20)
+    p = Pipeline([stage])
+    await p.start()
+    gate = asyncio.Event()
+    original_write = sink.write
+
+    async def slow_write(pcm: PCM) -> None:
+        await original_write(pcm)
+        if len(sink.frames) == 2:
+            await gate.wait()
+
+    sink.write = slow_write  # type: ignore[method-assign]
+    p.queue(TTSStartedFrame())
+    p.queue(TTSAudioFrame(pcm=tone(200, 16000), sample_rate=16000, text="one two"))
+    await settle()
+    p.queue(DuckOutputFrame(db=24))
+    await settle()
+    gate.set()
+    await settle()
+    levels = [float(np.max(np.abs(f.astype(np.int32)))) for f in sink.frames]
+    assert levels[:2] == [1000, 1000]
+    ramp = sink.frames[2].astype(np.int32)
+    assert ramp[0] == 1000 and np.all(np.diff(ramp[:80]) <= 0) and np.all(ramp[80:] < 100)  # 5 ms
+    assert all(abs(level - 1000 * 10 ** (-24 / 20)) < 2 for level in levels[3:])
+    p.interrupt("test")
+    await settle()
+    p.queue(TTSStartedFrame())
+    p.queue(TTSAudioFrame(pcm=tone(40, 16000), sample_rate=16000, text="again"))
+    await settle()
+    assert [float(np.max(np.abs(f))) for f in sink.frames[-2:]] == [1000, 1000]
+    await p.stop()

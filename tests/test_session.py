@@ -7,7 +7,17 @@ import threading
 
 import pytest
 
-from tests.fakes import MS_PER_WORD, FakeASR, FakeLLM, FakeTransport, engines, persona, settings
+from tests.fakes import (
+    MS_PER_WORD,
+    RATE,
+    FakeASR,
+    FakeASRStream,
+    FakeLLM,
+    FakeTransport,
+    engines,
+    persona,
+    settings,
+)
 from voice_agent.events import Subscription
 from voice_agent.session import Session
 
@@ -231,3 +241,53 @@ async def test_a_stage_that_fails_to_start_leaves_nothing_running() -> None:
             pass
     await asyncio.sleep(0)
     assert asyncio.all_tasks() == before and transport.closed == 1
+
+
+async def test_the_asr_hears_the_audio_from_just_before_the_speech_start() -> None:
+    asr, llm = FakeASR(["hello"]), FakeLLM(["Hi."])
+    transport = FakeTransport()
+    async with Session(settings(), persona(), transport, engines(asr, llm)) as s:
+        events = s.events()
+        transport.silence(1.0)  # then speech that the VAD confirms late
+        transport.say(seconds=0.5)
+        await next_event(events, "bot_stopped_speaking")
+        transport.hang_up()
+        await asyncio.wait_for(s.run(), 5)
+    preroll = RATE * (settings().vad.start_ms + 200) // 1000
+    assert asr.utterances == [preroll + RATE // 2]
+
+
+async def test_a_failed_final_decode_still_closes_the_stretch_and_the_next_turn_is_answered() -> (
+    None
+):
+    class FailingOnce(FakeASR):
+        def stream(self) -> FakeASRStream:
+            stream = FakeASRStream(self)
+            if not self.utterances and not getattr(self, "failed", False):
+                self.failed = True
+
+                def boom() -> str:
+                    raise RuntimeError("decoder fell over")
+
+                stream.finalize = boom  # type: ignore[method-assign]
+            return stream
+
+    asr, llm = FailingOnce(["second try"]), FakeLLM(["Got it."])
+    transport = FakeTransport()
+    async with Session(settings(), persona(), transport, engines(asr, llm)) as s:
+        events = s.events()
+        transport.say()
+        error = await next_event(events, "error")
+        assert "decoder fell over" in error["message"] and not error["fatal"]
+        transport.say()
+        await next_event(events, "bot_stopped_speaking")
+        transport.hang_up()
+        await asyncio.wait_for(s.run(), 5)
+    finals = [
+        e.data["text"] for e in transport.events if e.type == "transcript" and e.data["final"]
+    ]
+    assert finals == ["", "second try"]
+    assert [(m.role, m.content) for m in s.history.messages] == [
+        ("user", "second try"),
+        ("assistant", "Got it."),
+    ]

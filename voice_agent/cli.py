@@ -15,6 +15,7 @@ Results go to stdout, logs and errors to stderr. Exit codes: 0 ok, 1 a problem w
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -99,10 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dashboard", parents=[common], help="latency dashboard for a running server")
     d.add_argument("--url", default="ws://127.0.0.1:8080")
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print figures")
-    b.add_argument("suite", nargs="?", choices=["models", "conversation"], help="default: all")
-    b.add_argument("--repeat", type=int, default=20, help="runs per figure (default 20)")
     b.add_argument(
-        "--json", type=Path, default=Path("bench-models.json"), help="where to write the figures"
+        "suite", nargs="?", choices=["models", "turns", "conversation"], help="default: all"
+    )
+    b.add_argument(
+        "--repeat", type=int, help="runs per figure (default: 20 for models, 10 for turns)"
+    )
+    b.add_argument(
+        "--json", type=Path, help="where to write the figures (default: bench-SUITE.json)"
     )
     return p
 
@@ -221,19 +226,28 @@ def _speak(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from voice_agent.bench import models
+    from voice_agent.bench import figures, models, turntaking
 
     if args.suite == "conversation":
         print(f"voice-agent bench: {NOT_BUILT['bench conversation']}.", file=sys.stderr)
         return EXIT_USAGE
-    if args.repeat < 1:
+    if args.repeat is not None and args.repeat < 1:
         raise ValueError("--repeat must be at least 1")
-    figures = models.run(
-        settings, args.repeat, lambda what: print(f"bench: {what}…", file=sys.stderr)
-    )
-    print(models.table(figures))
-    args.json.write_text(json.dumps([f.as_json() for f in figures], indent=2) + "\n")
-    print(f"figures written to {args.json}", file=sys.stderr)
+
+    def progress(what: str) -> None:
+        print(f"bench: {what}…", file=sys.stderr)
+
+    for suite in [args.suite] if args.suite else ["models", "turns"]:
+        if suite == "models":
+            results = models.run(settings, args.repeat or 20, progress)
+        else:
+            results = asyncio.run(turntaking.run(settings, args.repeat or 10, progress))
+        print(figures.table(results))
+        path = Path(f"bench-{suite}.json")
+        if args.json is not None:  # with every suite, each gets its own file next to it
+            path = args.json if args.suite else args.json.with_stem(f"{args.json.stem}-{suite}")
+        path.write_text(json.dumps([f.as_json() for f in results], indent=2) + "\n")
+        print(f"figures written to {path}", file=sys.stderr)
     if args.suite is None:
         print(f"voice-agent bench: {NOT_BUILT['bench conversation']}.", file=sys.stderr)
     return EXIT_OK

@@ -67,11 +67,17 @@ class TurnSettings(Section):
     """Silence that ends a turn that sounds unfinished."""
     smart_turn: bool = True
     """Use the Smart Turn v3.2 model to tell finished turns from unfinished ones."""
-    smart_turn_threshold: Annotated[float, Field(ge=0, le=1)] = 0.85
+    smart_turn_threshold: Annotated[float, Field(ge=0, le=1)] = 0.94
+    """Smart Turn score at or above which a turn sounds finished (on the bundled voice, finished
+    sentences scored 0.96-0.99 and hanging ones up to 0.93)."""
     preemptive_reply: bool = True
     """Start ASR final, LLM and TTS as soon as the user pauses; hold the audio until turn end."""
     min_interruption_ms: Ms = 300
+    """Speech over the assistant that lasts this long may interrupt it: at once for a persona
+    whose backchannels interrupt, otherwise once the ASR finds a word that is not a backchannel."""
     duck_db: Annotated[float, Field(ge=0, le=60)] = 24.0
+    """How far the assistant's voice drops at the onset of the user's speech, until the speech
+    is confirmed as an interruption (it stops) or not (it comes back up)."""
 
 
 class ASRSettings(Section):
@@ -114,8 +120,10 @@ class TTSSettings(Section):
     kokoro_model: str = "kokoro-82m"
     threads: Annotated[int, Field(ge=1, le=64)] = 2
     """CPU threads per synthesis (Piper's first clause: ~92 ms with 1, ~56 ms with 2, here)."""
-    first_clause_max_chars: Annotated[int, Field(ge=8, le=400)] = 60
-    """Speak the first clause at the first punctuation, or after this many characters."""
+    first_clause_max_chars: Annotated[int, Field(ge=8, le=400)] = 36
+    """Speak the first clause at the first punctuation, or after this many characters (at a
+    word boundary). Lower: first audio sooner (the default LLM writes ~130 characters a second);
+    higher: fewer seams in the first sentence."""
 
 
 class ExecutorSettings(Section):

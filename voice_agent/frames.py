@@ -3,12 +3,14 @@
 Three kinds, which decide how a frame travels (see `voice_agent.pipeline`):
 
 - `SystemFrame`: jumps every queue and survives an interruption (start, cancel, interruption,
-  the user's audio and speech start/stop, errors, playback reports). The microphone's audio is
-  a system frame on purpose: it must stay in order with speech start/stop, and an interruption
-  must never drop it, since it is the barge-in itself. Metrics are not frames: stages `emit` events
+  the user's audio, speech onset/start/stop and transcripts, turn decisions, errors, playback
+  reports). The user's input is a system frame on purpose: it must stay in order (audio with
+  speech start/stop, one final transcript per stretch of speech), and an interruption must never
+  drop it, since it is the barge-in itself. Metrics are not frames: stages `emit` events
   straight to the session (see `Stage.emit`), so they never wait in a queue.
-- `DataFrame`: audio, transcripts, text, synthesized speech, and the start/stop markers of a
-  reply; an interruption drops those still queued or in flight (a reply's markers die with it).
+- `DataFrame`: the user's turn for the LLM, its text, synthesized speech, and the start/stop
+  markers of a reply; an interruption drops those still queued or in flight (a reply's markers
+  die with it).
 - `ControlFrame`: kept in order with the data, and kept through an interruption (end of stream).
 """
 
@@ -107,13 +109,63 @@ class InputAudioFrame(SystemFrame):
 
 
 @dataclass(slots=True, kw_only=True)
+class SpeechOnsetFrame(SystemFrame):
+    """The VAD heard the first sign of speech (not yet confirmed): time to duck the output."""
+
+
+@dataclass(slots=True, kw_only=True)
+class FalseOnsetFrame(SystemFrame):
+    """The sound after a `SpeechOnsetFrame` ended before it counted as speech."""
+
+
+@dataclass(slots=True, kw_only=True)
 class UserStartedSpeakingFrame(SystemFrame):
-    pass
+    """Speech confirmed (it lasted the VAD's `start_ms`); `onset_ns` is when it began."""
+
+    onset_ns: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
 class UserStoppedSpeakingFrame(SystemFrame):
-    pass
+    """A pause: silence has lasted the VAD's `stop_ms` (the turn may or may not be over);
+    `speech_end_ns` is when the speech stopped."""
+
+    speech_end_ns: int = 0
+    silence_ms: int = 0
+    """Silence since the speech stopped, up to the end of the audio before this frame (at
+    least `stop_ms`; 0 if unknown)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class TranscriptionFrame(SystemFrame):
+    """What the user said in one stretch of speech (between a start and a pause). Partial
+    transcripts (`final=False`) come while they speak, the final one after the pause (its text
+    may be ""). User input, like their audio: an interruption never drops it."""
+
+    text: str
+    final: bool = True
+
+
+@dataclass(slots=True, kw_only=True)
+class TranscriptRequestFrame(SystemFrame):
+    """To the ASR: decode the speech so far now. The turn logic sends it upstream when a
+    barge-in needs its words; the VAD downstream when the speech goes quiet, so the decode is
+    done by the time the pause is confirmed."""
+
+
+@dataclass(slots=True, kw_only=True)
+class EndOfTurnFrame(SystemFrame):
+    """The user's turn `turn` is over: its reply may play. `reason` says how it was decided."""
+
+    turn: int
+    reason: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class DuckOutputFrame(SystemFrame):
+    """Lower the assistant's voice by `db` from now on (0: back to full level)."""
+
+    db: float
 
 
 @dataclass(slots=True, kw_only=True)
@@ -148,11 +200,15 @@ class PlaybackInterruptedFrame(SystemFrame):
 
 
 @dataclass(slots=True, kw_only=True)
-class TranscriptionFrame(DataFrame):
-    """What the user said; partial transcripts have `final=False`."""
+class UserTurnFrame(DataFrame):
+    """The text of the user's turn `turn`, for the LLM to answer. Sent as soon as the user
+    pauses (a preemptive reply, whose audio waits for the `EndOfTurnFrame`); if they go on
+    talking, a later frame `replaces` it."""
 
     text: str
-    final: bool = True
+    turn: int
+    replaces: int = 0
+    """An earlier turn this one continues (0: none): its messages give way to this one."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -76,12 +76,16 @@ class History:
         self.messages.append(msg)
         return msg
 
+    def retract_from(self, index: int) -> None:
+        """Forget the messages from `index` on (a turn that is being replaced)."""
+        del self.messages[index:]
+
     def truncate(self, msg: Message, heard: str) -> None:
         """Keep only what was heard of an assistant message; remove it if nothing was."""
         if heard.strip():
             msg.content, msg.interrupted = heard.strip(), True
-        elif msg in self.messages:
-            self.messages.remove(msg)
+        else:  # by identity: an earlier reply with the same words must stay
+            self.messages[:] = [m for m in self.messages if m is not msg]
 
     def prompt(
         self,

@@ -85,6 +85,10 @@ class Stage(TaskOwner):
 
     async def push(self, frame: Frame, direction: Direction = DOWN) -> None:
         """Send a frame to the next stage downstream, or the previous one upstream."""
+        self.push_nowait(frame, direction)
+
+    def push_nowait(self, frame: Frame, direction: Direction = DOWN) -> None:
+        """`push`, from code that cannot await (it never blocks either way)."""
         target = self._next if direction is DOWN else self._prev
         if target is not None:
             target.queue_frame(frame, direction)

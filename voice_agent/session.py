@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from voice_agent.audio.playback import PlaybackStage
+from voice_agent.audio.vad import VADStage, VoiceActivity
 from voice_agent.backbone.base import ASREngine, GenerationParams, LLMEngine, TTSEngine
 from voice_agent.backbone.stages import ASRStage, LLMStage, TTSStage
 from voice_agent.backbone.text import normalize_for_speech
@@ -31,9 +32,14 @@ from voice_agent.persona import Persona
 from voice_agent.pipeline import Pipeline, Stage
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.base import Transport
+from voice_agent.turns import TurnModel, TurnPolicy, TurnStage
 
 log = logging.getLogger(__name__)
 _session_ids = itertools.count(1)
+
+PREROLL_MARGIN_MS = 200
+"""Audio the ASR gets from before the VAD's speech onset, beyond `start_ms`: the onset is found
+a window late, and soft first sounds are below the VAD's threshold."""
 
 
 @dataclass(slots=True)
@@ -45,6 +51,11 @@ class Engines:
     tts: Mapping[str, TTSEngine]
     """By engine name ("piper", "kokoro"): a persona's voice picks one."""
     executor: EngineExecutor
+    vad: Callable[[], VoiceActivity] | None = None
+    """A fresh voice activity detector for each session; None when the transport reports speech
+    start and stop itself."""
+    turn_model: TurnModel | None = None
+    """The end-of-turn model (Smart Turn); None ends turns on silence alone."""
 
     def close(self) -> None:
         """Release the engines' threads and models (at shutdown; sessions must have ended)."""
@@ -95,9 +106,22 @@ class Session(TaskOwner):
         s, e = self.settings, self.engines
         llm = s.engines.llm
         params = GenerationParams(llm.max_tokens, llm.temperature, llm.top_p, llm.repeat_penalty)
+        vad = [VADStage(e.vad(), s.audio.sample_rate)] if e.vad is not None else []
         stages: list[Stage] = [
             *self._input_stages,
-            ASRStage(e.asr, e.executor, s.engines.asr.partial_interval_ms),
+            *vad,
+            ASRStage(
+                e.asr,
+                e.executor,
+                s.engines.asr.partial_interval_ms,
+                preroll_ms=s.vad.start_ms + PREROLL_MARGIN_MS,
+            ),
+            TurnStage(
+                TurnPolicy.of(s, self.persona),
+                e.executor,
+                e.turn_model if s.turns.smart_turn else None,
+                s.audio.sample_rate,
+            ),
             LLMStage(e.llm, e.executor, self.persona, params, llm.context_tokens, self.history),
             TTSStage(
                 e.tts_for(self.persona),

@@ -4,6 +4,12 @@
 writes them to the transport's `AudioSink` at real time, counted in samples. It knows
 `played_ms` at every moment (written minus what the sink still buffers), so on an interruption
 it stops within one frame and reports upstream exactly which words were heard.
+
+Two more things the turn logic asks of it:
+- *hold*: a reply answers the `UserTurnFrame` before it; its audio waits until that turn's
+  `EndOfTurnFrame` (a preemptive reply is ready before the turn is known to be over).
+- *duck*: a `DuckOutputFrame` lowers the voice from the next frame on (ramped over 5 ms, so it
+  does not click) while the turn logic decides whether the user is barging in.
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ from voice_agent.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     Direction,
+    DuckOutputFrame,
     EndFrame,
+    EndOfTurnFrame,
     Frame,
     PlaybackInterruptedFrame,
     TTSAudioFrame,
+    TTSStartedFrame,
     TTSStoppedFrame,
+    UserTurnFrame,
 )
 from voice_agent.pipeline import UP, Stage
 from voice_agent.tasks import cancel_and_wait
@@ -50,11 +60,16 @@ class AudioSink(Protocol):
 
 Sleep = Callable[[float], Awaitable[None]]
 
+GAIN_RAMP_MS = 5
+"""A change of level (ducking) ramps over this long instead of jumping, which would click."""
+
 
 @dataclass(slots=True)
 class _Chunk:
     pcm: PCM
     text: str
+    turn: int = 0
+    """The user turn this answers: it waits until that turn has ended."""
     played: int = 0
 
 
@@ -100,6 +115,13 @@ class PlaybackStage(Stage):
         self._player: asyncio.Task[None] | None = None
         self._written = 0
         self.speaking = False
+        self._reply_turn = 0
+        """The turn the next reply answers (from the last UserTurnFrame)."""
+        self._ended_turn = 0
+        self._turn_ended = asyncio.Event()
+        self._gain = 1.0
+        self._target_gain = 1.0
+        self._first_audio_due = False
 
     @property
     def played_ms(self) -> float:
@@ -113,7 +135,26 @@ class PlaybackStage(Stage):
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, TTSAudioFrame):
             pcm = resample(frame.pcm, frame.sample_rate, self.sink.sample_rate)
-            self._enqueue_chunk(_Chunk(pcm, frame.text))
+            if self._first_audio_due:
+                self._first_audio_due = False
+                held = self._reply_turn > self._ended_turn
+                self.emit("reply_audio_ready", turn=self._reply_turn, held=held)
+            self._enqueue_chunk(_Chunk(pcm, frame.text, self._reply_turn))
+        elif isinstance(frame, TTSStartedFrame):
+            self._first_audio_due = True
+            await self.push(frame, direction)
+        elif isinstance(frame, UserTurnFrame):
+            self._reply_turn = frame.turn
+            await self.push(frame, direction)
+        elif isinstance(frame, EndOfTurnFrame):
+            if frame.turn > self._ended_turn:
+                self._ended_turn = frame.turn
+                self._turn_ended.set()
+            await self.push(frame, direction)
+        elif isinstance(frame, DuckOutputFrame):
+            if self.speaking:  # a duck is for the reply playing, never for the next one
+                self._target_gain = 10.0 ** (-frame.db / 20.0)
+            await self.push(frame, direction)
         elif isinstance(frame, TTSStoppedFrame):
             self._enqueue_chunk(_END_OF_REPLY)
             await self.push(frame, direction)
@@ -152,11 +193,37 @@ class PlaybackStage(Stage):
         out.reverse()
         return out
 
+    async def _end_reply(self) -> None:
+        if self.speaking:
+            self.emit("bot_stopped_speaking", played_ms=round(self.played_ms))
+            await self.push(BotStoppedSpeakingFrame(), UP)
+        self._reset_reply()
+
     def _reset_reply(self) -> None:
         self._done.clear()
         self._written = 0
         self.speaking = False
+        self._gain = self._target_gain = 1.0
         self._idle.set()
+
+    async def _wait_for_turn(self, turn: int) -> None:
+        """Hold a reply until the user's turn it answers is over."""
+        if turn > self._ended_turn:
+            self.emit("reply_held", turn=turn)
+            while turn > self._ended_turn:
+                self._turn_ended.clear()
+                await self._turn_ended.wait()
+            self.emit("reply_released", turn=turn)
+
+    def _apply_gain(self, frame: PCM) -> PCM:
+        if self._gain == 1.0 and self._target_gain == 1.0:
+            return frame
+        gain = np.full(len(frame), self._target_gain, np.float32)
+        if self._gain != self._target_gain:  # a 5 ms ramp: quick, and no click
+            n = min(len(frame), self.sink.sample_rate * GAIN_RAMP_MS // 1000)
+            gain[:n] = np.linspace(self._gain, self._target_gain, n, dtype=np.float32)
+            self._gain = self._target_gain
+        return (frame.astype(np.float32) * gain).astype(np.int16)
 
     async def _play(self) -> None:
         deadline = 0.0
@@ -167,14 +234,16 @@ class PlaybackStage(Stage):
                 await self._wake.wait()
             chunk = self._pending.popleft()
             if chunk is _END_OF_REPLY:
-                if self.speaking:
-                    self.emit("bot_stopped_speaking", played_ms=round(self.played_ms))
-                    await self.push(BotStoppedSpeakingFrame(), UP)
-                self._reset_reply()
+                await self._end_reply()
                 continue
+            if chunk.turn > self._ended_turn:  # a new reply, for a turn not over yet
+                if self.speaking:  # the last reply never got its end (it failed): close it
+                    await self._end_reply()
+                await self._wait_for_turn(chunk.turn)
             self._done.append(chunk)
             if not self.speaking:
                 self.speaking = True
+                self._gain = self._target_gain = 1.0  # a reply starts at full level
                 deadline = self._clock()
                 self.emit("bot_started_speaking")
                 await self.push(BotStartedSpeakingFrame(), UP)
@@ -182,7 +251,7 @@ class PlaybackStage(Stage):
                 frame = chunk.pcm[chunk.played : chunk.played + self.frame_samples]
                 if len(frame) < self.frame_samples:
                     frame = np.pad(frame, (0, self.frame_samples - len(frame)))
-                await self.sink.write(frame)
+                await self.sink.write(self._apply_gain(frame))
                 n = min(self.frame_samples, len(chunk.pcm) - chunk.played)
                 chunk.played += n
                 self._written += n

@@ -7,6 +7,7 @@ the stage's process task, so an interruption cancels it between two tokens.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from voice_agent.backbone.base import ASREngine, ASRStream, GenerationParams, LL
 from voice_agent.backbone.chunking import ClauseChunker
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import (
+    PCM,
     BotStoppedSpeakingFrame,
     ControlFrame,
     DataFrame,
@@ -25,11 +27,13 @@ from voice_agent.frames import (
     LLMTextFrame,
     PlaybackInterruptedFrame,
     TranscriptionFrame,
+    TranscriptRequestFrame,
     TTSAudioFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
+    UserTurnFrame,
 )
 from voice_agent.history import History, Message
 from voice_agent.persona import Persona
@@ -51,20 +55,31 @@ class _Partial(DataFrame):
 
 
 class ASRStage(Stage):
-    """Feeds the user's audio between speech start and stop to an ASR stream; sends partial
-    transcripts while the user speaks and the final one when they stop.
+    """Feeds the user's audio between speech start and pause to an ASR stream; sends partial
+    transcripts while the user speaks and the final one at the pause.
 
     Audio and speech start/stop are system frames, handled in arrival order (`accept` is cheap);
     decoding runs in the process task through the executor, so it never holds up an
-    interruption. A partial decode is due every `partial_interval_ms` of audio (0: never)."""
+    interruption. A partial decode is due every `partial_interval_ms` of audio (0: never), or at
+    once when a `TranscriptRequestFrame` arrives. The last `preroll_ms` of audio before
+    the speech start goes into the stream too: the VAD confirms speech some time after it began.
+    Every stretch of speech gets exactly one final `TranscriptionFrame` (perhaps ""), even when
+    the decode fails, so the turn logic downstream can count on it."""
 
     def __init__(
-        self, engine: ASREngine, executor: EngineExecutor, partial_interval_ms: int = 0
+        self,
+        engine: ASREngine,
+        executor: EngineExecutor,
+        partial_interval_ms: int = 0,
+        preroll_ms: int = 0,
     ) -> None:
         super().__init__("asr")
         self.engine = engine
         self.executor = executor
         self.partial_samples = engine.sample_rate * partial_interval_ms // 1000
+        self.preroll_samples = engine.sample_rate * preroll_ms // 1000
+        self._preroll: deque[PCM] = deque()
+        self._preroll_len = 0
         self._stream: ASRStream | None = None
         self._since_partial = 0
         self._last_partial = ""
@@ -75,22 +90,32 @@ class ASRStage(Stage):
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, InputAudioFrame):
-            if self._stream is not None:
-                self._stream.accept(frame.pcm)
-                self._since_partial += len(frame.pcm)
-                due = self.partial_samples and self._since_partial >= self.partial_samples
-                if due and not self._partial_waiting:  # one at a time: a slow decode never piles up
-                    self._since_partial, self._partial_waiting = 0, True
-                    self.queue_frame(_Partial(stream=self._stream))
-        elif isinstance(frame, UserStartedSpeakingFrame):
-            self._stream = self.engine.stream()
-            self._since_partial, self._last_partial, self._partial_waiting = 0, "", False
             await self.push(frame, direction)
+            if self._stream is None:
+                self._keep_preroll(frame.pcm)
+                return
+            self._stream.accept(frame.pcm)
+            self._since_partial += len(frame.pcm)
+            if self.partial_samples and self._since_partial >= self.partial_samples:
+                self._request_partial()
+        elif isinstance(frame, TranscriptRequestFrame):
+            if self._stream is not None:
+                self._request_partial()
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            await self.push(frame, direction)
+            self._stream = self.engine.stream()
+            for pcm in self._preroll:
+                self._stream.accept(pcm)
+            self._preroll.clear()
+            self._preroll_len = 0
+            self._since_partial, self._last_partial, self._partial_waiting = 0, "", False
         elif isinstance(frame, UserStoppedSpeakingFrame):
             await self.push(frame, direction)
             if self._stream is not None:
                 self.queue_frame(_Utterance(stream=self._stream))
                 self._stream = None
+            else:  # no stream (it failed to open): still one final for the stretch
+                await self.push(TranscriptionFrame(text="", final=True))
         elif isinstance(frame, _Partial):
             self._partial_waiting = False
             if frame.stream is self._stream:
@@ -101,19 +126,34 @@ class ASRStage(Stage):
                     await self.push(TranscriptionFrame(text=text, final=False))
         elif isinstance(frame, _Utterance):
             self.emit("asr_final_started")
-            text = (await self.executor.run(frame.stream.finalize)).strip()
-            self.emit("transcript", role="user", text=text, final=True)
-            if text:
+            text = ""
+            try:
+                text = (await self.executor.run(frame.stream.finalize)).strip()
+            finally:  # one final per utterance, whatever happens: the turn logic counts them
+                self.emit("transcript", role="user", text=text, final=True)
                 await self.push(TranscriptionFrame(text=text, final=True))
         else:
             await self.push(frame, direction)
+
+    def _request_partial(self) -> None:
+        if self._stream is not None and not self._partial_waiting:  # one at a time
+            self._since_partial, self._partial_waiting = 0, True
+            self.queue_frame(_Partial(stream=self._stream))
+
+    def _keep_preroll(self, pcm: PCM) -> None:
+        if not self.preroll_samples:
+            return
+        self._preroll.append(pcm)
+        self._preroll_len += len(pcm)
+        while self._preroll and self._preroll_len - len(self._preroll[0]) >= self.preroll_samples:
+            self._preroll_len -= len(self._preroll.popleft())
 
 
 _SENTENCE = re.compile(r"[.!?](\s|$)")
 
 
 class LLMStage(Stage):
-    """Keeps the history; answers each final transcript with a streamed reply."""
+    """Keeps the history; answers each user turn with a streamed reply."""
 
     def __init__(
         self,
@@ -134,6 +174,17 @@ class LLMStage(Stage):
         self._reply_open = False
         """A reply has started and has not been played out or cut yet."""
         self._reply: Message | None = None
+        self._turn = 0
+        self._turn_start = 0
+        """The user's last turn, and where its messages start in the history."""
+        self._cut: Message | None = None
+        """The reply that was open when the last interruption came: playback's report of
+        what was heard of it truncates this one, whatever reply has started since."""
+
+    async def on_interruption(self) -> None:
+        # (the reply being generated was cancelled before this, so `_reply` is set)
+        self._cut = self._reply if self._reply_open else None
+        self._reply_open = False
 
     async def setup(self) -> None:
         # An engine that can (llama.cpp) evaluates the persona's system prompt and examples now,
@@ -143,16 +194,21 @@ class LLMStage(Stage):
             prefill(self.history.prompt(self.persona, self.context_tokens - self.params.max_tokens))
 
     async def process(self, frame: Frame, direction: Direction) -> None:
-        if isinstance(frame, TranscriptionFrame) and frame.final:
+        if isinstance(frame, UserTurnFrame):
             await self.push(frame, direction)
+            if frame.replaces and frame.replaces == self._turn:
+                # The user went on talking: their turn so far, and a reply they never heard,
+                # make way for the whole turn.
+                self.history.retract_from(self._turn_start)
+                self.emit("turn_retracted", turn=frame.replaces)
+            self._turn, self._turn_start = frame.turn, len(self.history.messages)
             self.history.add_user(frame.text)
             await self._respond()
         elif isinstance(frame, PlaybackInterruptedFrame):
-            if self._reply_open:
-                self._reply_open = False
-                if self._reply is not None:
-                    self.history.truncate(self._reply, frame.heard_text)
+            if self._cut is not None:
+                self.history.truncate(self._cut, frame.heard_text)
                 self.emit("history_truncated", heard=frame.heard_text, played_ms=frame.played_ms)
+                self._cut = None
             await self.push(frame, direction)
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._reply_open = False
@@ -178,6 +234,9 @@ class LLMStage(Stage):
                     reply = reply[:cut]
                     break
                 await self.push(LLMTextFrame(text=piece))
+        except Exception:
+            await self.push(LLMResponseEndFrame())  # close the reply: what was said is spoken
+            raise
         finally:
             if reply.strip():
                 self._reply = self.history.add_assistant(reply.strip())

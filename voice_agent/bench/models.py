@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from voice_agent.audio.pcm import resample
 from voice_agent.backbone.base import GenerationParams, TTSEngine
 from voice_agent.backbone.factory import load_asr, load_llm, load_tts
+from voice_agent.bench.figures import Figure
 from voice_agent.config import Settings
 from voice_agent.history import History
 from voice_agent.modelfiles import ModelStore, installed
@@ -45,33 +45,6 @@ QUESTIONS = [
     "What should I pack for a weekend hike?",
 ]
 TARGETS = {"asr final": 250.0, "llm first token": 150.0, "tts first chunk": 60.0}
-
-
-@dataclass(slots=True)
-class Figure:
-    engine: str
-    metric: str
-    unit: str
-    samples: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return float(np.median(self.samples)) if self.samples else float("nan")
-
-    @property
-    def p95(self) -> float:
-        return float(np.percentile(self.samples, 95)) if self.samples else float("nan")
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "engine": self.engine,
-            "metric": self.metric,
-            "unit": self.unit,
-            "median": round(self.median, 4),
-            "p95": round(self.p95, 4),
-            "runs": len(self.samples),
-            "target": TARGETS.get(self.metric),
-        }
 
 
 Progress = Callable[[str], None]
@@ -164,18 +137,6 @@ def run(settings: Settings, repeats: int = 20, progress: Progress = lambda _: No
         if m.role == "llm" and installed(m):
             progress(f"LLM {m.id}")
             figures += bench_llm(settings, store, m.id, max(repeats // 2, 5))
-    return figures
-
-
-def table(figures: list[Figure]) -> str:
-    lines = [
-        f"{'engine':<16} {'metric':<16} {'median':>9} {'p95':>9}  {'unit':<6} {'runs':>4}  target"
-    ]
     for f in figures:
-        target = TARGETS.get(f.metric)
-        verdict = (
-            "" if target is None else f"≤ {target:.0f} {'ok' if f.median <= target else 'MISSED'}"
-        )
-        figures_ = f"{f.median:>9.3f} {f.p95:>9.3f}  {f.unit:<6} {len(f.samples):>4}"
-        lines.append(f"{f.engine:<16} {f.metric:<16} {figures_}  {verdict}")
-    return "\n".join(lines)
+        f.target = TARGETS.get(f.metric)
+    return figures
