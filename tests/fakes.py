@@ -185,7 +185,8 @@ class FakeTransport:
         self.closed += 1
 
 
-def persona(max_sentences: int = 2) -> Persona:
+def persona(max_sentences: int = 2, **turn_taking: object) -> Persona:
+    """A plain persona; `turn_taking` fields as a persona file would set them."""
     return Persona.model_validate(
         {
             "id": "test",
@@ -193,6 +194,7 @@ def persona(max_sentences: int = 2) -> Persona:
             "description": "test persona",
             "system_prompt": "Be brief.",
             "style": {"max_sentences": max_sentences},
+            "turn_taking": turn_taking,
         }
     )
 

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
-from tests.fakes import FakeLLM
+from tests.fakes import FakeLLM, persona
 from tests.speech import silence_16k, speech_16k
 from tests.wer import wer
 from voice_agent.audio.echo import EchoCanceller, EchoCancelStage
@@ -40,19 +40,6 @@ LONG_REPLY = (
     "The chestnut trees along the boulevards flower in April. "
     "Most museums are open late on Wednesdays, which is a good time to visit."
 )
-
-
-def persona(**turn_taking: object) -> Persona:
-    return Persona.model_validate(
-        {
-            "id": "test",
-            "name": "Test",
-            "description": "test persona",
-            "system_prompt": "Be brief.",
-            "style": {"max_sentences": 5},
-            "turn_taking": turn_taking,
-        }
-    )
 
 
 SAID = [
@@ -128,7 +115,7 @@ async def conversation(
     stages: list[Stage] = [EchoCancelStage(canceller)] if canceller is not None else []
     try:
         async with Session(
-            settings, who or persona(), room, engines, input_stages=stages
+            settings, who or persona(5), room, engines, input_stages=stages
         ) as session:
             runner = asyncio.create_task(session.run())
             try:
@@ -241,7 +228,7 @@ async def test_going_on_during_the_preemptive_reply_cancels_it_for_the_whole_tur
     asr: ASREngine, piper: TTSEngine, store: ModelStore, smart_turn: SmartTurn
 ) -> None:
     replies = ["What time?", "A table for two at eight, booked."]
-    patient = persona(endpoint_silence_ms=1200)
+    patient = persona(5, endpoint_silence_ms=1200)
     async with conversation(asr, piper, store, smart_turn, replies, patient) as c:
         c.room.say(speech_16k("I would like to book a table."), "first")
         c.room.say(silence_16k(0.5))  # with the voice's own trailing silence, ~0.7 s

@@ -13,6 +13,7 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
+from tests.fakes import persona
 from voice_agent.config import Settings
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import (
@@ -32,7 +33,6 @@ from voice_agent.frames import (
     UserStoppedSpeakingFrame,
     UserTurnFrame,
 )
-from voice_agent.persona import Persona
 from voice_agent.pipeline import UP, Pipeline
 from voice_agent.turns import TurnPolicy, TurnStage, hangs, takes_the_floor, words
 
@@ -358,17 +358,6 @@ def test_which_transcripts_hang(text: str, expected: bool) -> None:
 
 
 def test_a_persona_sets_its_own_patience_and_otherwise_gets_the_settings() -> None:
-    def persona(**turn_taking: object) -> Persona:
-        return Persona.model_validate(
-            {
-                "id": "p",
-                "name": "P",
-                "description": "d",
-                "system_prompt": "s",
-                "turn_taking": turn_taking,
-            }
-        )
-
     settings = Settings.model_validate(
         {"turns": {"endpoint_silence_ms": 700, "min_interruption_ms": 400}}
     )

@@ -65,14 +65,15 @@ TARGETS = {"speech end -> reply audio ready": 300.0, "onset -> ducked 20 dB": 10
 
 
 class ToneTTS:
-    """A voice that is a steady 220 Hz tone at -12 dBFS, 60 ms per character: a measuring
-    instrument for ducking, not a voice anyone hears."""
+    """A voice that is a steady 220 Hz tone at -12 dBFS, 120 ms per character (so a reply
+    outlasts the speech over it): a measuring instrument for ducking, not a voice anyone
+    hears."""
 
     sample_rate = 16000
     level_dbfs = -12.0
 
     def synthesize(self, text: str, voice: Voice) -> PCM:
-        n = self.sample_rate * 60 * len(text) // 1000
+        n = self.sample_rate * 120 * len(text) // 1000
         t = np.arange(n) / self.sample_rate
         amplitude = 32767 * 10 ** (self.level_dbfs / 20) * np.sqrt(2)
         pcm: PCM = (amplitude * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
@@ -222,15 +223,15 @@ async def bench_duck(
                 if levels:
                     depth.samples.append(full - float(np.median(levels)))
                 stayed.samples.append(float(all(level <= full - 20 for level in levels)))
-            if barge:
-                if verdict is not None:
-                    confirmed.samples.append(_ms(verdict - onset, rate))
-            else:
+            if barge and verdict is not None:
+                confirmed.samples.append(_ms(verdict - onset, rate))
+            stopped = await _until(room, "bot_stopped_speaking", onset, timeout_s=60)
+            if not barge:
                 if verdict is not None:
                     back_up.samples.append(_ms(verdict - onset, rate))
-                interrupted = room.first_event("playback_interrupted", onset) is not None
-                kept.samples.append(float(not interrupted))
-            await _until(room, "bot_stopped_speaking", onset, timeout_s=30)
+                end = room.mic if stopped is None else stopped
+                cut = room.first_event("playback_interrupted", onset)
+                kept.samples.append(float(cut is None or cut[0] > end))
             await room.wait_ms(300)
     return [latency, depth, stayed, confirmed, back_up, kept]
 
