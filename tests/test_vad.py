@@ -317,3 +317,22 @@ def test_load_vad_refuses_a_corrupt_installed_model(
         r"pip install --force-reinstall --no-deps pipecat-ai==1\.14\.0",
     ):
         load_vad(SETTINGS, damaged)
+
+
+async def test_input_that_ends_mid_speech_closes_the_stretch_before_the_end(
+    silero: SileroVAD,
+) -> None:
+    audio = np.concatenate([silence_16k(0.5), speech_16k(QUESTION)[:16000]])  # cut off
+    out: list[Frame] = []
+    pipeline = Pipeline([VADStage(VoiceActivity(silero, SETTINGS))], on_downstream=out.append)
+    await pipeline.start()
+    for i in range(0, len(audio), 320):
+        pipeline.queue(InputAudioFrame(pcm=audio[i : i + 320], sample_rate=RATE))
+    pipeline.queue(EndFrame())
+    await asyncio.wait_for(pipeline.wait_ended(), 5)
+    await pipeline.stop()
+    speech = [
+        type(f) for f in out if isinstance(f, UserStartedSpeakingFrame | UserStoppedSpeakingFrame)
+    ]
+    assert speech == [UserStartedSpeakingFrame, UserStoppedSpeakingFrame]
+    assert isinstance(out[-2], UserStoppedSpeakingFrame) and isinstance(out[-1], EndFrame)

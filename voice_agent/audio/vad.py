@@ -56,6 +56,7 @@ from voice_agent.config import VadSettings
 from voice_agent.frames import (
     PCM,
     Direction,
+    EndFrame,
     FalseOnsetFrame,
     Frame,
     InputAudioFrame,
@@ -310,6 +311,10 @@ class VADStage(Stage):
         self.sample_rate = sample_rate
 
     async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, EndFrame) and self.activity.speaking:
+            # The input ends mid-speech: close the stretch, so that its words are not lost.
+            self.emit("user_stopped_speaking", speech_end_ms_ago=0, silence_ms=0)
+            await self.push(UserStoppedSpeakingFrame(speech_end_ns=time.monotonic_ns()), DOWN)
         await self.push(frame, direction)
         if not isinstance(frame, InputAudioFrame):
             return
