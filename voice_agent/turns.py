@@ -223,6 +223,7 @@ class TurnStage(Stage):
         self._barge = False
         self._requested_words = False
         self._ended: _Ended | None = None
+        self._scoring: asyncio.Task[None] | None = None
         self._interrupting = False
         """An interruption this stage asked for has not come back down through it yet."""
         self._deferred: list[Frame] = []
@@ -349,7 +350,11 @@ class TurnStage(Stage):
             self._endpoint_ms = self.policy.endpoint_silence_ms
         else:
             audio = np.concatenate(list(self._audio)) if self._audio else np.zeros(0, np.int16)
-            self.create_task(self._score(self._pause, audio), f"turn-model-{self._pause}")
+            if self._scoring is not None:  # an earlier pause's verdict is moot now
+                self._scoring.cancel()
+            self._scoring = self.create_task(
+                self._score(self._pause, audio), f"turn-model-{self._pause}"
+            )
 
     def _on_transcript(self, frame: TranscriptionFrame) -> None:
         if not frame.final:
@@ -393,10 +398,16 @@ class TurnStage(Stage):
     # --- decisions ---------------------------------------------------------------------------
 
     def _open_turn(self, segments: list[str], sent: int = 0) -> None:
-        self._ids += 1
-        self._turn, self._open, self._segments = self._ids, True, list(segments)
+        """A new turn; or, with `sent`, the turn of that id reopened (its next send gets a new
+        id that replaces it)."""
+        self._open, self._segments = True, list(segments)
         self._sent = (sent, "") if sent else None
-        self.emit("turn_started", turn=self._turn)
+        if sent:
+            self._turn = sent
+        else:
+            self._ids += 1
+            self._turn = self._ids
+            self.emit("turn_started", turn=self._turn)
 
     def _send(self, how: str) -> None:
         """Give the LLM the turn's text (again, if it changed: the new one replaces the old)."""
