@@ -276,3 +276,24 @@ def test_only_the_task_owner_starts_tasks() -> None:
         if bare.search(line)
     ]
     assert offenders == []
+
+
+async def test_what_a_stage_sends_after_asking_for_an_interruption_follows_the_interruption() -> (
+    None
+):
+    class Asker(Stage):
+        async def process(self, frame: Frame, direction: Direction) -> None:
+            await self.push(frame, direction)
+            if isinstance(frame, LLMTextFrame) and frame.text == "barge":
+                self.request_interruption("test")
+                self.push_nowait(LLMTextFrame(text="the new turn"))
+                assert self.interruption_pending
+
+    asker, rec = Asker(), Recorder()
+    p = Pipeline([asker, rec])
+    await p.start()
+    p.queue(LLMTextFrame(text="barge"))
+    await settle()
+    assert rec.seen[-2:] == ["InterruptionFrame", "the new turn"]  # not cut by it
+    assert not asker.interruption_pending
+    await p.stop()

@@ -12,9 +12,11 @@ interruption on. Control frames (the end of the stream) stay queued, in order. T
 interruption travels through input tasks only, so it reaches the last stage in a few loop
 iterations however busy the stages are.
 
-A `Pipeline` links stages between a head and a tail. Whoever decides the user has barged in
-pushes an `InterruptionRequestFrame` upstream; the head answers with an `InterruptionFrame`
-sent downstream through every stage.
+A `Pipeline` links stages between a head and a tail. A stage that decides the user has barged
+in calls `request_interruption`, which sends an `InterruptionRequestFrame` upstream; the head
+answers with an `InterruptionFrame` sent downstream through every stage. What the asking stage
+sends downstream in the meantime is held until the interruption has passed it, so the
+interruption cannot cut it.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ class Stage(TaskOwner):
         self._process_task: asyncio.Task[None] | None = None
         self._current: Frame | None = None
         self.dropped = 0
+        self._asked = 0
+        """Interruptions this stage asked for that have not come back down through it yet."""
+        self._held: list[Frame] = []
+        """What it sent downstream meanwhile: it follows the interruption."""
 
     # --- for subclasses ------------------------------------------------------------------
 
@@ -89,9 +95,26 @@ class Stage(TaskOwner):
 
     def push_nowait(self, frame: Frame, direction: Direction = DOWN) -> None:
         """`push`, from code that cannot await (it never blocks either way)."""
+        if self._asked and direction is DOWN and not isinstance(frame, InterruptionFrame):
+            self._held.append(frame)
+            return
         target = self._next if direction is DOWN else self._prev
         if target is not None:
             target.queue_frame(frame, direction)
+
+    def request_interruption(self, reason: str = "") -> None:
+        """Ask the pipeline to interrupt the reply in progress (what a barge-in does).
+
+        Until the interruption has come back down through this stage, what the stage sends
+        downstream is held, then follows the interruption: sent at once, it would run ahead of
+        the interruption and be cut by it (a user's turn decided just after their barge-in)."""
+        self._asked += 1
+        self.push_nowait(InterruptionRequestFrame(reason=reason), UP)
+
+    @property
+    def interruption_pending(self) -> bool:
+        """An interruption this stage asked for has not come back through it yet."""
+        return self._asked > 0
 
     def emit(self, event: str, **data: Any) -> None:
         """Report an event (for metrics and the UI), stamped now with the monotonic clock."""
@@ -129,6 +152,12 @@ class Stage(TaskOwner):
                 if isinstance(frame, InterruptionFrame):
                     await self._interrupt()
                 await self._handle(frame, direction)
+                if isinstance(frame, InterruptionFrame) and self._asked:
+                    self._asked -= 1
+                    if not self._asked:
+                        held, self._held = self._held, []
+                        for f in held:
+                            self.push_nowait(f)
             else:
                 self._enqueue(frame, direction)
 

@@ -27,8 +27,8 @@ the assistant is speaking. It decides:
   (a cough, an "uh-huh"): the voice comes back up and the reply goes on, nothing lost. Speech
   that outlasts the reply (a quick "yes" to its question) is a turn.
 
-Decisions sent downstream while an interruption this stage asked for is on its way wait for
-it to pass (`_out`): sent at once, they would reach the LLM first and be cancelled by it.
+Decisions sent downstream while an interruption this stage asked for is on its way follow it
+(`Stage.request_interruption`): sent at once, they would reach the LLM first and be cut by it.
 
 Every decision is an event (`Stage.emit`, monotonic ns) for the metrics timeline.
 """
@@ -56,8 +56,6 @@ from voice_agent.frames import (
     FalseOnsetFrame,
     Frame,
     InputAudioFrame,
-    InterruptionFrame,
-    InterruptionRequestFrame,
     SpeechOnsetFrame,
     SystemFrame,
     TranscriptionFrame,
@@ -224,10 +222,6 @@ class TurnStage(Stage):
         self._requested_words = False
         self._ended: _Ended | None = None
         self._scoring: asyncio.Task[None] | None = None
-        self._interrupting = False
-        """An interruption this stage asked for has not come back down through it yet."""
-        self._deferred: list[Frame] = []
-        """What to send downstream once it has (see `_out`)."""
 
     # --- frames ------------------------------------------------------------------------------
 
@@ -236,17 +230,11 @@ class TurnStage(Stage):
             if isinstance(frame, BotStartedSpeakingFrame):
                 self._bot_speaking = True
                 self._ended = None  # the reply is being heard: speech now is a barge-in
-                if self._open and self._speaking and not self._interrupting:
+                if self._open and self._speaking and not self.interruption_pending:
                     self._request_interruption("user is speaking")  # an old reply, over them
             elif isinstance(frame, BotStoppedSpeakingFrame):
                 self._on_bot_stopped()
             await self.push(frame, direction)
-        elif isinstance(frame, InterruptionFrame):
-            await self.push(frame, direction)
-            # Whatever was decided meanwhile follows the interruption, so it does not cut it.
-            self._interrupting, deferred, self._deferred = False, self._deferred, []
-            for out in deferred:
-                self.push_nowait(out)
         elif isinstance(frame, InputAudioFrame):
             self._on_audio(frame.pcm)
         elif isinstance(frame, SpeechOnsetFrame):
@@ -420,7 +408,7 @@ class TurnStage(Stage):
             self._ids += 1
             self._turn = self._ids
         self._sent = (self._turn, text)
-        self._out(UserTurnFrame(text=text, turn=self._turn, replaces=replaces))
+        self.push_nowait(UserTurnFrame(text=text, turn=self._turn, replaces=replaces))
         self.emit("user_turn_sent", turn=self._turn, how=how, replaces=replaces, text=text)
 
     def _maybe_end_turn(self) -> None:
@@ -451,7 +439,7 @@ class TurnStage(Stage):
         self._send("at end of turn")
         text = " ".join(self._segments).strip()
         self._open, self._silence = False, None
-        self._out(EndOfTurnFrame(turn=self._turn, reason=reason))
+        self.push_nowait(EndOfTurnFrame(turn=self._turn, reason=reason))
         self.emit(
             "end_of_turn",
             turn=self._turn,
@@ -482,17 +470,8 @@ class TurnStage(Stage):
             self._start_endpointing()
 
     def _request_interruption(self, reason: str) -> None:
-        self._interrupting = True
         self._ducked = False  # the interruption resets playback's level
-        self.push_nowait(InterruptionRequestFrame(reason=reason), UP)
-
-    def _out(self, frame: Frame) -> None:
-        """Send a decision downstream, after the interruption this stage asked for, if any: sent
-        at once it would reach the LLM first, and the interruption would cancel it."""
-        if self._interrupting:
-            self._deferred.append(frame)
-        else:
-            self.push_nowait(frame)
+        self.request_interruption(reason)
 
     def _duck(self, on: bool, why: str) -> None:
         self._ducked = on
