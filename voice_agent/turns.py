@@ -171,8 +171,8 @@ class _Ended:
 
     turn: int
     segments: list[str]
-    since: int = 0
-    """Samples of audio since it ended."""
+    at: int
+    """Where it ended, on the stage's clock."""
 
 
 TurnModel = Callable[[PCM], float]
@@ -211,8 +211,10 @@ class TurnStage(Stage):
         self._finals_in = asyncio.Event()
         self._finals_in.set()
         self._speaking = False
-        self._since_onset: int | None = None
-        self._silence: int | None = None
+        self._onset_at: int | None = None
+        """Where a sound that may be speech began (None: no such sound going on)."""
+        self._endpointing = False
+        """Paused in an open turn: the silence since `_quiet_since` is counting."""
         self._pause = 0
         self._endpoint_ms: int | None = None
         self._probability: float | None = None
@@ -238,11 +240,11 @@ class TurnStage(Stage):
         elif isinstance(frame, InputAudioFrame):
             self._on_audio(frame.pcm)
         elif isinstance(frame, SpeechOnsetFrame):
-            self._since_onset = 0
+            self._onset_at = self._heard
             if self._bot_speaking:
                 self._duck(True, "speech onset")
         elif isinstance(frame, FalseOnsetFrame):
-            self._since_onset = None
+            self._onset_at = None
             if self._ducked and not self._barge:
                 self._duck(False, "false onset")
             self._maybe_end_turn()
@@ -281,23 +283,16 @@ class TurnStage(Stage):
         keep = TURN_MODEL_WINDOW_S * self.rate
         while self._audio_len - len(self._audio[0]) >= keep:
             self._audio_len -= len(self._audio.popleft())
-        if self._since_onset is not None:
-            self._since_onset += len(pcm)
-            if self._barge and self._speaking:
-                self._check_barge_duration()
-        if self._silence is not None:
-            self._silence += len(pcm)
+        if self._barge and self._speaking:
+            self._check_barge_duration()
+        if self._endpointing:
             self._maybe_end_turn()
-        if self._ended is not None:
-            self._ended.since += len(pcm)
-            if self._ended.since >= self._ms(self.policy.unfinished_silence_ms):
-                self._ended = None
 
     def _on_start(self) -> None:
         self._speaking = True
-        self._silence = None
-        if self._since_onset is None:  # an onset is always reported first; be safe anyway
-            self._since_onset = 0
+        self._endpointing = False
+        if self._onset_at is None:  # an onset is always reported first; be safe anyway
+            self._onset_at = self._heard
         if self._open:
             self.emit("turn_resumed", turn=self._turn)
             if self._sent is not None and self._sent[1]:
@@ -310,7 +305,9 @@ class TurnStage(Stage):
                 self._duck(True, "speech start")
             self.emit("barge_in_candidate")
             self._check_barge_duration()
-        elif self._ended is not None:
+        elif self._ended is not None and self._heard - self._ended.at < self._ms(
+            self.policy.unfinished_silence_ms
+        ):
             ended, self._ended = self._ended, None
             self._request_interruption("user resumed")
             self._open_turn(ended.segments, sent=ended.turn)
@@ -322,7 +319,7 @@ class TurnStage(Stage):
         if not self._speaking:  # a stop without a start: no stretch, no transcript to wait for
             return
         self._speaking = False
-        self._since_onset = None
+        self._onset_at = None
         self._quiet_since = self._heard - self._ms(max(silence_ms, self.policy.pause_ms))
         self._finals_due += 1
         self._finals_in.clear()
@@ -331,7 +328,7 @@ class TurnStage(Stage):
 
     def _start_endpointing(self) -> None:
         """The user has paused: count the silence, and ask the turn model how it sounded."""
-        self._silence = self._heard - self._quiet_since
+        self._endpointing = True
         self._pause += 1
         self._endpoint_ms, self._probability = None, None
         if self.turn_model is None:
@@ -412,11 +409,11 @@ class TurnStage(Stage):
         self.emit("user_turn_sent", turn=self._turn, how=how, replaces=replaces, text=text)
 
     def _maybe_end_turn(self) -> None:
-        if not self._open or self._speaking or self._silence is None or self._finals_due:
+        if not self._open or self._speaking or not self._endpointing or self._finals_due:
             return
-        if self._since_onset is not None:  # a sound has begun: wait for the VAD's verdict
+        if self._onset_at is not None:  # a sound has begun: wait for the VAD's verdict
             return
-        silence_ms = 1000 * self._silence // self.rate
+        silence_ms = 1000 * (self._heard - self._quiet_since) // self.rate
         if self._endpoint_ms is None:  # the turn model has not answered yet
             if silence_ms >= self.policy.unfinished_silence_ms:
                 self._end_turn("silence (turn model late)")
@@ -438,7 +435,7 @@ class TurnStage(Stage):
     def _end_turn(self, reason: str) -> None:
         self._send("at end of turn")
         text = " ".join(self._segments).strip()
-        self._open, self._silence = False, None
+        self._open, self._endpointing = False, False
         self.push_nowait(EndOfTurnFrame(turn=self._turn, reason=reason))
         self.emit(
             "end_of_turn",
@@ -447,11 +444,11 @@ class TurnStage(Stage):
             probability=None if self._probability is None else round(self._probability, 3),
             text=text,
         )
-        self._ended = _Ended(self._turn, self._segments) if text else None
+        self._ended = _Ended(self._turn, self._segments, self._heard) if text else None
         self._sent = None
 
     def _check_barge_duration(self) -> None:
-        heard = self._since_onset or 0
+        heard = self._speech_samples()
         if heard < self._ms(self.policy.min_interruption_ms):
             return
         if self.policy.backchannels_interrupt:
@@ -461,7 +458,7 @@ class TurnStage(Stage):
             self.push_nowait(TranscriptRequestFrame(), UP)
 
     def _confirm_barge(self, by: str, text: str) -> None:
-        heard_ms = 1000 * (self._since_onset or 0) // self.rate
+        heard_ms = 1000 * self._speech_samples() // self.rate
         self._barge = False
         self._request_interruption("barge-in")
         self.emit("interruption_confirmed", by=by, speech_ms=heard_ms, text=text)
@@ -487,6 +484,10 @@ class TurnStage(Stage):
             self.emit("turn_model_failed", error=f"{type(exc).__name__}: {exc}")
             return
         self.queue_frame(_TurnModelScore(pause=pause, probability=p))
+
+    def _speech_samples(self) -> int:
+        """How long the sound going on has lasted (0 if none)."""
+        return 0 if self._onset_at is None else self._heard - self._onset_at
 
     def _ms(self, ms: int) -> int:
         return self.rate * ms // 1000
