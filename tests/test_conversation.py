@@ -20,6 +20,7 @@ from tests.fakes import FakeLLM, persona
 from tests.speech import silence_16k, speech_16k
 from tests.wer import wer
 from voice_agent.audio.echo import EchoCanceller, EchoCancelStage
+from voice_agent.audio.pcm import audible
 from voice_agent.audio.smart_turn import SmartTurn, load_smart_turn
 from voice_agent.audio.vad import load_vad
 from voice_agent.backbone.base import ASREngine, TTSEngine
@@ -152,7 +153,7 @@ async def test_a_plain_turn_is_answered_after_a_short_silence_and_heard_whole(
     assert user == "user" and wer(question, c.session.history.messages[0].content) <= 0.15
     assert reply == ("assistant", "Sunny and mild.", False)
     # the reply waited for the end of turn: nothing played within 400 ms of the end of speech
-    last_sound = said.start + audible_end(speech_16k(question))
+    last_sound = said.start + audible(speech_16k(question))[1] - 1
     assert c.room.played and c.room.played[0].at >= last_sound + RATE * 400 // 1000
 
 
@@ -263,11 +264,6 @@ async def test_the_assistants_own_echo_does_not_interrupt_it_once_cancelled(
         assert c.history()[1:] == [("assistant", LONG_REPLY, False)]
     else:  # the same room without the canceller: the echo sounds like someone barging in
         assert c.count("barge_in_candidate") >= 1
-
-
-def audible_end(pcm: np.ndarray) -> int:
-    """The last sample above -50 dBFS."""
-    return int(np.flatnonzero(np.abs(pcm.astype(np.int32)) > 100)[-1])
 
 
 def cough(seconds: float = 0.25, seed: int = 7) -> np.ndarray:

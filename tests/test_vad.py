@@ -13,6 +13,7 @@ import pytest
 
 from tests.speech import silence_16k, speech_16k
 from voice_agent.audio import vad
+from voice_agent.audio.pcm import audible
 from voice_agent.audio.vad import SileroVAD, VadEvent, VADStage, VoiceActivity, load_vad
 from voice_agent.config import VadSettings
 from voice_agent.frames import (
@@ -34,8 +35,6 @@ pytestmark = pytest.mark.slow
 
 RATE = 16000
 MS = RATE // 1000
-LEVEL = 100
-"""|sample| above this (-50 dBFS) is audible speech."""
 QUESTION = "Could you tell me the weather in Paris tomorrow?"
 FOLLOW_UP = "And what about London?"
 SETTINGS = VadSettings()
@@ -44,12 +43,6 @@ SETTINGS = VadSettings()
 @pytest.fixture(scope="module")
 def silero(store: ModelStore) -> SileroVAD:
     return SileroVAD(store.path(vad.MODEL_ID))
-
-
-def audible(pcm: PCM) -> tuple[int, int]:
-    """First and one past the last sample above LEVEL."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LEVEL)
-    return int(loud[0]), int(loud[-1]) + 1
 
 
 def trimmed(text: str) -> PCM:

@@ -23,6 +23,17 @@ def resample(pcm: PCM, src_rate: int, dst_rate: int) -> PCM:
     return soxr.resample(pcm, src_rate, dst_rate)  # type: ignore[no-any-return]
 
 
+AUDIBLE = 100
+"""A sample above this (-50 dBFS) is sound rather than silence."""
+
+
+def audible(pcm: PCM, level: int = AUDIBLE) -> tuple[int, int]:
+    """The first sample above `level` and one past the last ((0, 0) if none): where the sound
+    in a clip begins and ends."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > level)
+    return (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, 0)
+
+
 def dbfs(pcm: PCM) -> float:
     """RMS level in dB relative to full scale (-inf for digital silence)."""
     if len(pcm) == 0:

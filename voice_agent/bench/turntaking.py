@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voice_agent.audio.pcm import dbfs, resample
+from voice_agent.audio.pcm import audible, dbfs, resample
 from voice_agent.backbone.base import TTSEngine
 from voice_agent.backbone.factory import load_engines
 from voice_agent.bench.figures import Figure
@@ -59,8 +59,6 @@ PAUSED = [
 BARGE_INS = ["Wait, stop. What about London instead?", "Hold on, that is not what I asked."]
 BACKCHANNELS = ["Uh-huh.", "Yeah.", "Mm-hmm."]
 PAUSE_S = 0.6
-AUDIBLE = 100
-"""-50 dBFS: where speech begins and ends."""
 TARGETS = {"speech end -> reply audio ready": 300.0, "onset -> ducked 20 dB": 100.0}
 
 
@@ -91,9 +89,8 @@ class _Line:
 
 def _line(tts: TTSEngine, text: str, rate: int) -> _Line:
     pcm = resample(tts.synthesize(text, Voice(id="joe")), tts.sample_rate, rate)
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > AUDIBLE)
-    first, last = (int(loud[0]), int(loud[-1])) if len(loud) else (0, len(pcm))
-    return _Line(pcm, first, last)
+    first, end = audible(pcm)
+    return _Line(pcm, first, end - 1)
 
 
 def _trimmed(line: _Line, rate: int) -> PCM:
