@@ -9,7 +9,6 @@ what left the speaker, and the history.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,7 +21,7 @@ from tests.wer import wer
 from voice_agent.audio.echo import EchoCanceller, EchoCancelStage
 from voice_agent.audio.pcm import audible
 from voice_agent.audio.smart_turn import SmartTurn, load_smart_turn
-from voice_agent.audio.vad import load_vad
+from voice_agent.audio.vad import vad_factory
 from voice_agent.backbone.base import ASREngine, TTSEngine
 from voice_agent.bench.room import Room
 from voice_agent.config import Settings
@@ -110,7 +109,7 @@ async def conversation(
         llm=llm,
         tts={"piper": tts},
         executor=EngineExecutor(workers=2),
-        vad=functools.partial(load_vad, settings.vad, store),
+        vad=vad_factory(settings.vad, store),
         turn_model=smart_turn.predict,
     )
     stages: list[Stage] = [EchoCancelStage(canceller)] if canceller is not None else []

@@ -329,3 +329,19 @@ async def test_input_that_ends_mid_speech_closes_the_stretch_before_the_end(
     ]
     assert speech == [UserStartedSpeakingFrame, UserStoppedSpeakingFrame]
     assert isinstance(out[-2], UserStoppedSpeakingFrame) and isinstance(out[-1], EndFrame)
+
+
+def test_sessions_share_the_loaded_model_but_not_their_streams(
+    silero: SileroVAD, store: ModelStore
+) -> None:
+    one_model = vad.vad_factory(SETTINGS, store)
+    a, b = one_model(), one_model()
+    speech = np.concatenate([silence_16k(0.5), speech_16k(QUESTION), silence_16k(0.5)])
+    quiet = silence_16k(len(speech) / RATE)
+    got_a: list[VadEvent] = []
+    got_b: list[VadEvent] = []
+    for i in range(0, len(speech), 320):  # interleaved, as two sessions would run
+        got_a += a.feed(speech[i : i + 320])
+        got_b += b.feed(quiet[i : i + 320])
+    assert got_a == run(silero.fresh(), speech, chunk=320)
+    assert got_b == []

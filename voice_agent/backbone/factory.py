@@ -7,14 +7,13 @@ reported with the extra to install.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
 from pathlib import Path
 
 from voice_agent.audio.smart_turn import load_smart_turn
-from voice_agent.audio.vad import load_vad
+from voice_agent.audio.vad import vad_factory
 from voice_agent.backbone.base import ASREngine, LLMEngine, TTSEngine
 from voice_agent.config import ASRSettings, EngineSettings, LLMSettings, Settings, TTSSettings
 from voice_agent.executor import EngineExecutor
@@ -108,7 +107,7 @@ def load_engines(settings: Settings, tts: tuple[str, ...] = TTS_ENGINES) -> Engi
                 raise
             log.warning("TTS engine %s is not available: %s", name, exc)
     t = time.perf_counter()
-    load_vad(settings.vad, store)  # fail now, not when the first session starts
+    vad = vad_factory(settings.vad, store)
     smart_turn = load_smart_turn(store) if settings.turns.smart_turn else None
     _timed("VAD and turn model", t)
     return Engines(
@@ -118,6 +117,6 @@ def load_engines(settings: Settings, tts: tuple[str, ...] = TTS_ENGINES) -> Engi
         executor=EngineExecutor(
             e.executor.workers, e.executor.max_pending, e.executor.call_timeout_s
         ),
-        vad=functools.partial(load_vad, settings.vad, store),
+        vad=vad,
         turn_model=None if smart_turn is None else smart_turn.predict,
     )
