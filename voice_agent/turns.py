@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voice_agent.config import Settings
-from voice_agent.executor import EngineExecutor
+from voice_agent.executor import Runner
 from voice_agent.frames import (
     PCM,
     BotStartedSpeakingFrame,
@@ -185,7 +185,7 @@ class TurnStage(Stage):
     def __init__(
         self,
         policy: TurnPolicy,
-        executor: EngineExecutor,
+        executor: Runner,
         turn_model: TurnModel | None = None,
         sample_rate: int = 16000,
     ) -> None:

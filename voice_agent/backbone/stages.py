@@ -1,7 +1,8 @@
 """The stages that drive the engines: ASR -> LLM -> TTS.
 
-Each stage calls its engine through the shared `EngineExecutor`; a streaming LLM call runs in
-the stage's process task, so an interruption cancels it between two tokens.
+Each stage calls its engine through its session's lane of the shared `EngineExecutor` (sessions
+take turns); a streaming LLM call runs in the stage's process task, so an interruption cancels it
+between two tokens.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from voice_agent.backbone.base import ASREngine, ASRStream, GenerationParams, LLMEngine, TTSEngine
 from voice_agent.backbone.chunking import ClauseChunker
-from voice_agent.executor import EngineExecutor
+from voice_agent.executor import Runner
 from voice_agent.frames import (
     PCM,
     BotStoppedSpeakingFrame,
@@ -69,7 +70,7 @@ class ASRStage(Stage):
     def __init__(
         self,
         engine: ASREngine,
-        executor: EngineExecutor,
+        executor: Runner,
         partial_interval_ms: int = 0,
         preroll_ms: int = 0,
     ) -> None:
@@ -158,7 +159,7 @@ class LLMStage(Stage):
     def __init__(
         self,
         engine: LLMEngine,
-        executor: EngineExecutor,
+        executor: Runner,
         persona: Persona,
         params: GenerationParams,
         context_tokens: int,
@@ -258,7 +259,7 @@ class TTSStage(Stage):
     def __init__(
         self,
         engine: TTSEngine,
-        executor: EngineExecutor,
+        executor: Runner,
         persona: Persona,
         first_clause_max_chars: int = 60,
         normalize: Callable[[str], str] = str.strip,
@@ -297,6 +298,7 @@ class TTSStage(Stage):
         if not spoken:
             return
         pcm = await self.executor.run(self.engine.synthesize, spoken, self.persona.voice)
+        self.emit("tts_chunk", text=text)
         if self._first_chunk:
             self._first_chunk = False
             self.emit(
