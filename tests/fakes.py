@@ -119,6 +119,7 @@ class FakeSink:
         self.interrupt_after: int | None = None
         self.on_interrupt: list[object] = []
         self.pipeline_queue: object = None
+        self.cleared = 0
 
     async def write(self, pcm: PCM) -> None:
         if self.interrupt_after is not None and len(self.frames) >= self.interrupt_after:
@@ -132,6 +133,9 @@ class FakeSink:
 
     def buffered_ms(self) -> float:
         return 0.0
+
+    def clear(self) -> None:
+        self.cleared += 1
 
     @property
     def played_ms(self) -> float:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,8 +32,6 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
 @pytest.mark.parametrize(
     "argv",
     [
-        ["serve"],
-        ["talk"],
         ["dashboard"],
         ["bench", "conversation"],
     ],
@@ -82,8 +85,36 @@ def test_config_show_layers_env_and_flags(
 def test_the_console_script_runs_and_keeps_stdout_for_results() -> None:
     exe = shutil.which("voice-agent", path=str(Path(sys.executable).parent))
     assert exe is not None, "the voice-agent console script is not installed"
-    done = subprocess.run([exe, "serve"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and done.stdout == "" and "not built yet" in done.stderr
+    done = subprocess.run(
+        [exe, "serve", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert "voice-agent serve: server.host is 0.0.0.0" in done.stderr and "token" in done.stderr
+
+
+@pytest.mark.slow
+def test_serve_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    exe = shutil.which("voice-agent", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "serve.log").open("w+")
+    server = subprocess.Popen([exe, "serve", "--port", str(port)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while f"serving on http://127.0.0.1:{port}" not in Path(log.name).read_text():
+            assert server.poll() is None, Path(log.name).read_text()
+            assert time.monotonic() < deadline, "the server did not start in 2 minutes"
+            time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            assert json.load(r)["status"] == "ok"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+    finally:
+        server.kill()
+        server.wait()
+    assert "Traceback" not in Path(log.name).read_text()
 
 
 def test_models_list_marks_the_models_in_use(capsys: pytest.CaptureFixture[str]) -> None:

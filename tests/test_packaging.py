@@ -43,6 +43,8 @@ def test_wheel_carries_ui_personas_and_catalog_inside_the_package(wheel: Path) -
     assert personas == {p.name for p in (REPO / "personas").glob("*.yaml")}
     assert "voice_agent/models/catalog.yaml" in names
     assert "voice_agent/ui/__init__.py" in names
+    web = {Path(n).name for n in names if n.startswith("voice_agent/ui/web/")}
+    assert web == {p.name for p in (REPO / "ui" / "web").iterdir()}  # the browser page
     assert "voice_agent/py.typed" in names
     tops = {n.split("/")[0] for n in names}
     assert tops <= {

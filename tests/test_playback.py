@@ -43,6 +43,7 @@ class DeviceSink:
         self.latency_ms = latency_ms
         self.writes: list[tuple[float, int]] = []
         self.clock: VirtualClock | None = None
+        self.cleared = 0
 
     async def write(self, pcm: PCM) -> None:
         assert self.clock is not None
@@ -50,6 +51,9 @@ class DeviceSink:
 
     def buffered_ms(self) -> float:
         return self.latency_ms
+
+    def clear(self) -> None:
+        self.cleared += 1
 
 
 def tone(ms: int, rate: int) -> PCM:
@@ -139,6 +143,9 @@ class LevelSink:
 
     def buffered_ms(self) -> float:
         return 0.0
+
+    def clear(self) -> None:
+        pass
 
 
 async def settle(n: int = 200) -> None:

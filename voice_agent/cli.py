@@ -34,7 +34,6 @@ from voice_agent.yamlfile import FileError
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
 NOT_BUILT = {
-    "serve": "the server (WebRTC, /pcm, /metrics) is not built yet: see issue 5",
     "talk": "talking through the local microphone is not built yet: see issue 5",
     "dashboard": "the latency dashboard is not built yet: see issue 6",
     "bench conversation": "the conversation benchmark is not built yet: see issue 6",
@@ -253,6 +252,21 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.server import ServerError, run_server
+
+    try:
+        asyncio.run(run_server(settings))
+    except ServerError as exc:
+        print(f"voice-agent serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the port is taken, say
+        print(f"voice-agent serve: cannot listen on {settings.server.host}:"
+              f"{settings.server.port}: {exc.strerror or exc}", file=sys.stderr)  # fmt: skip
+        return EXIT_INPUT
+    return EXIT_OK
+
+
 def _can_play() -> bool:
     try:
         import sounddevice  # noqa: F401
@@ -317,8 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INPUT
     if args.command == "models":
         return _models(args, settings)
-    if args.command in ("transcribe", "speak", "bench"):
-        run = {"transcribe": _transcribe, "speak": _speak, "bench": _bench}[args.command]
+    if args.command in ("transcribe", "speak", "bench", "serve"):
+        run = {"transcribe": _transcribe, "speak": _speak, "bench": _bench, "serve": _serve}[
+            args.command
+        ]
         try:
             return run(args, settings)
         except (ValueError, KeyError, FileError, ModelError) as exc:

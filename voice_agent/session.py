@@ -100,6 +100,8 @@ class Session(TaskOwner):
         self._done = asyncio.Event()
         self._closed = False
         self._forwarder: asyncio.Task[None] | None = None
+        self.lane = engines.executor.lane(self.name)
+        """This session's queue for engine calls: sessions are served in turn, not first come."""
         self.pipeline = self._build()
 
     def _build(self) -> Pipeline:
@@ -112,20 +114,20 @@ class Session(TaskOwner):
             *vad,
             ASRStage(
                 e.asr,
-                e.executor,
+                self.lane,
                 s.engines.asr.partial_interval_ms,
                 preroll_ms=s.vad.start_ms + PREROLL_MARGIN_MS,
             ),
             TurnStage(
                 TurnPolicy.of(s, self.persona),
-                e.executor,
+                self.lane,
                 e.turn_model if s.turns.smart_turn else None,
                 s.audio.sample_rate,
             ),
-            LLMStage(e.llm, e.executor, self.persona, params, llm.context_tokens, self.history),
+            LLMStage(e.llm, self.lane, self.persona, params, llm.context_tokens, self.history),
             TTSStage(
                 e.tts_for(self.persona),
-                e.executor,
+                self.lane,
                 self.persona,
                 s.engines.tts.first_clause_max_chars,
                 normalize_for_speech,
@@ -173,11 +175,9 @@ class Session(TaskOwner):
                 self.pipeline.queue(frame)
         except Exception as exc:
             log.warning("session %s: transport input failed: %s", self.id, exc)
-            self.bus.publish(
-                Event(
-                    "error", {"message": f"transport: {exc}", "source": "transport", "fatal": True}
-                )
-            )
+            code = getattr(exc, "code", None) or "internal"  # a ProtocolError names its own
+            data = {"message": str(exc), "source": "transport", "fatal": True, "code": code}
+            self.bus.publish(Event("error", data))
             self._done.set()
             return
         self.pipeline.queue(EndFrame())
@@ -200,6 +200,10 @@ class Session(TaskOwner):
         """Ask `run` to return now (from any task of this loop)."""
         self._done.set()
 
+    def finish(self) -> None:
+        """End once the reply in progress has played out, taking no new turn (shutdown)."""
+        self.pipeline.queue(EndFrame())
+
     async def __aexit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
@@ -218,4 +222,5 @@ class Session(TaskOwner):
             if self._forwarder is not None:  # let the last events (session_ended) reach the peer
                 await asyncio.wait({self._forwarder}, timeout=1.0)
             await self.cancel_tasks()
+            self.lane.close()
             await self.transport.close()

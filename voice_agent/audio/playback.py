@@ -57,6 +57,9 @@ class AudioSink(Protocol):
     def buffered_ms(self) -> float:
         """Audio written but not yet played out by the transport."""
 
+    def clear(self) -> None:
+        """Drop what is buffered and not yet played (the reply was interrupted)."""
+
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -173,6 +176,7 @@ class PlaybackStage(Stage):
         await cancel_and_wait(self._player)
         heard = heard_text([(c.text, p, len(c.pcm)) for c, p in self._played_samples()])
         played_ms = round(self.played_ms)
+        self.sink.clear()  # what it still buffers was never heard, and must not be
         was_speaking = self.speaking
         self._pending.clear()
         self._reset_reply()

@@ -87,6 +87,10 @@ class Speaker:
     def buffered_ms(self) -> float:
         return FRAME_MS * len(self._queue)
 
+    def clear(self) -> None:
+        self._queue.clear()
+        self._room_to_write.set()
+
     def tick(self) -> PCM:
         """The frame playing during this microphone tick (silence if none)."""
         self._room_to_write.set()

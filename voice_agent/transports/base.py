@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from voice_agent.audio.playback import AudioSink
 from voice_agent.events import Event
 from voice_agent.frames import Frame
+
+SendJson = Callable[[dict[str, Any]], Awaitable[None]]
+"""How a network transport sends one JSON message (an event) to its peer."""
 
 
 class Transport(ABC):

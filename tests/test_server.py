@@ -1,0 +1,494 @@
+"""The server on loopback: HTTP routes, access rules, session limits, garbage, `/pcm`, WebRTC.
+
+Fast tests run the real server, the real VAD and real WebSocket/WebRTC peers with fake
+engines (tests/fakes.py); the tests marked `slow` talk to the real models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.fakes import FakeASR, FakeLLM, FakeTTS
+from tests.speech import silence_16k, speech_16k
+from voice_agent.audio.pcm import dbfs, resample
+from voice_agent.audio.vad import vad_factory
+from voice_agent.bench.caller import Caller
+from voice_agent.config import Settings
+from voice_agent.executor import EngineExecutor
+from voice_agent.modelfiles import ModelStore
+from voice_agent.server import Server, ServerError
+from voice_agent.session import Engines
+
+QUESTION = "What is the capital of France?"
+MakeServer = Callable[..., Awaitable[Server]]
+
+
+def make_settings(**server: Any) -> Settings:
+    return Settings.model_validate(
+        {
+            "server": {"port": 0, **server},
+            "personas": {"dirs": []},
+            "turns": {"smart_turn": False},
+        }
+    )
+
+
+def fake_engines(store: ModelStore, settings: Settings, replies: int = 100) -> Engines:
+    return Engines(
+        asr=FakeASR(["what is the capital of france"] * replies),
+        llm=FakeLLM(["Paris is the capital."], repeat_last=True),
+        tts={"piper": FakeTTS()},
+        executor=EngineExecutor(workers=2),
+        vad=vad_factory(settings.vad, store),
+    )
+
+
+@pytest.fixture
+async def make_server(store: ModelStore) -> AsyncIterator[MakeServer]:
+    servers: list[Server] = []
+
+    async def make(engines: Engines | None = None, **server: Any) -> Server:
+        settings = make_settings(**server)
+        s = Server(settings, engines or fake_engines(store, settings))
+        await s.start()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        await s.stop(0)
+        s.engines.executor.shutdown()
+
+
+def ws_url(server: Server, path: str) -> str:
+    return server.url.replace("http://", "ws://") + path
+
+
+async def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    def get() -> tuple[int, str, bytes]:
+        request = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, r.headers.get("Content-Type", ""), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Content-Type", ""), e.read()
+
+    return await asyncio.to_thread(get)
+
+
+async def events_until(
+    ws: ClientConnection, kind: str, within_s: float = 10
+) -> list[dict[str, Any]]:
+    """JSON messages up to and including the first of `kind` (binary audio skipped)."""
+    out: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        async for raw in ws:
+            if isinstance(raw, str):
+                out.append(json.loads(raw))
+                if out[-1]["type"] == kind:
+                    return
+        raise AssertionError(f"closed before {kind!r}: {out}")
+
+    await asyncio.wait_for(read(), within_s)
+    return out
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+async def test_page_static_files_personas_health_and_metrics(make_server: MakeServer) -> None:
+    server = await make_server()
+    status, kind, body = await http_get(server.url + "/")
+    assert status == 200 and kind.startswith("text/html") and b"<html" in body.lower()
+    scripts = [f for f in os.listdir(server_web_dir()) if f.endswith(".js")]
+    assert scripts, "the page has no script"
+    status, kind, _ = await http_get(f"{server.url}/static/{scripts[0]}")
+    assert status == 200 and kind.startswith("text/javascript")
+    status, _, body = await http_get(server.url + "/personas")
+    personas = json.loads(body)
+    assert status == 200 and {"concierge", "tutor"} <= {p["id"] for p in personas}
+    assert [p["id"] for p in personas if p["default"]] == ["concierge"]
+    status, _, body = await http_get(server.url + "/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok", "sessions": 0, "max_sessions": 16}
+    status, kind, body = await http_get(server.url + "/metrics")
+    assert status == 200 and kind.startswith("text/plain")
+    assert b"voice_agent_sessions_active 0.0" in body
+
+
+def server_web_dir() -> str:
+    from voice_agent.server import WEB_DIR
+
+    return str(WEB_DIR)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../server.py",
+        "/static/%2e%2e/server.py",
+        "/static/..%2fserver.py",
+        "/static/.hidden",
+        "/static/",
+        "/static//etc/passwd",
+        "/nothing-here",
+        "/ui/web/index.html",
+    ],
+)
+async def test_unknown_paths_and_traversal_get_404(make_server: MakeServer, path: str) -> None:
+    server = await make_server()
+    status, _, body = await http_get(server.url + path)
+    assert status == 404, body
+    assert b"root:" not in body and b"import" not in body
+
+
+async def test_a_server_reachable_from_elsewhere_needs_a_token() -> None:
+    settings = Settings.model_validate({"server": {"host": "0.0.0.0"}})
+    engines = Engines(FakeASR([]), FakeLLM([]), {"piper": FakeTTS()}, EngineExecutor(1))
+    with pytest.raises(ServerError, match="token"):
+        Server(settings, engines)
+    engines.executor.shutdown()
+
+
+async def test_the_token_is_checked_on_everything_but_the_page_and_health(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server(token="s3cret-token")
+    for path in ("/", "/healthz"):
+        assert (await http_get(server.url + path))[0] == 200
+    assert (await http_get(server.url + "/personas"))[0] == 401
+    assert (await http_get(server.url + "/metrics?token=wrong"))[0] == 401
+    assert (await http_get(server.url + "/metrics?token=s3cret-token"))[0] == 200
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    assert (await http_get(server.url + "/personas", bearer))[0] == 200
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(ws_url(server, "/pcm"))
+    assert refused.value.response.status_code == 401
+    async with connect(ws_url(server, "/pcm?token=s3cret-token")) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        assert (await events_until(ws, "session"))[-1]["type"] == "session"
+
+
+async def test_websocket_origins_and_hosts_are_checked(make_server: MakeServer) -> None:
+    server = await make_server(allowed_origins=["https://app.example"])
+    own = f"http://127.0.0.1:{server.port}"
+    for origin, ok in [
+        ("http://evil.example", False),
+        (f"http://localhost:{server.port}", False),  # not the Host the request names
+        (own, True),
+        ("https://app.example", True),
+    ]:
+        try:
+            async with connect(ws_url(server, "/pcm"), origin=origin) as ws:  # type: ignore[arg-type]
+                await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+                await events_until(ws, "session")
+            assert ok, origin
+        except InvalidStatus as exc:
+            assert not ok and exc.response.status_code == 403, origin
+    # DNS rebinding: a foreign name that resolves to 127.0.0.1 is not this server's name
+    status, _, body = await http_get(server.url + "/personas", {"Host": "evil.example"})
+    assert status == 403 and b"Host" in body
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+async def talk_pcm(
+    ws: ClientConnection, rate: int, pcm: np.ndarray, silence_s: float = 1.5
+) -> None:
+    """Send 16 kHz `pcm` then silence, as `rate` PCM in 20 ms messages, faster than real time
+    (the turn logic counts silence in samples, not in wall time)."""
+    audio = resample(np.concatenate([pcm, silence_16k(silence_s)]), 16000, rate)
+    step = rate // 50
+    for i in range(0, len(audio), step):
+        await ws.send(audio[i : i + step].astype("<i2").tobytes())
+        await asyncio.sleep(0.002)
+
+
+async def test_pcm_round_trip_at_the_clients_rate(make_server: MakeServer) -> None:
+    server = await make_server()
+    async with connect(ws_url(server, "/pcm")) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": 24000, "persona": "tutor"}))
+        hello = (await events_until(ws, "session"))[-1]
+        assert hello["persona"]["id"] == "tutor" and hello["sample_rate"] == 24000
+        await talk_pcm(ws, 24000, speech_16k(QUESTION))
+        audio: list[bytes] = []
+        events: list[dict[str, Any]] = []
+
+        async def read() -> None:
+            async for raw in ws:
+                if isinstance(raw, bytes):
+                    audio.append(raw)
+                else:
+                    e = json.loads(raw)
+                    events.append(e)
+                    if e["type"] == "transcript" and e["role"] == "assistant" and e["final"]:
+                        return
+
+        async def keep_talking() -> None:  # a microphone sends silence while it listens
+            while True:
+                await ws.send(bytes(960))
+                await asyncio.sleep(0.02)
+
+        silence = asyncio.ensure_future(keep_talking())
+        try:
+            await asyncio.wait_for(read(), 15)
+        finally:
+            silence.cancel()
+        await ws.send(json.dumps({"type": "bye"}))
+    kinds = [e["type"] for e in events]
+    assert {"transcript", "state", "turn_metrics"} <= set(kinds)
+    user = [e for e in events if e["type"] == "transcript" and e["role"] == "user" and e["final"]]
+    assert user[0]["text"] == "what is the capital of france"
+    assert events[-1] == {
+        "type": "transcript",
+        "role": "assistant",
+        "text": "Paris is the capital.",
+        "final": True,
+        "turn": 1,
+    }
+    assert {len(a) for a in audio} == {960}  # 20 ms at 24 kHz, 16-bit
+    reply = np.frombuffer(b"".join(audio), "<i2")
+    assert len(reply) >= 24000 * 0.4 * 0.9  # FakeTTS: 4 words x 100 ms
+    assert dbfs(reply[reply != 0]) > -20
+    metrics = next(e for e in events if e["type"] == "turn_metrics")
+    assert metrics["voice_to_voice_ms"] >= metrics["endpoint_ms"] > 0
+
+
+async def test_the_session_limit_answers_busy(make_server: MakeServer) -> None:
+    server = await make_server(max_sessions=1)
+    async with connect(ws_url(server, "/pcm")) as first:
+        await first.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        await events_until(first, "session")
+        async with connect(ws_url(server, "/ws")) as second:
+            error = (await events_until(second, "error"))[-1]
+            assert error["code"] == "busy" and error["fatal"] is True
+            with pytest.raises(ConnectionClosed) as closed:
+                await second.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    _, _, body = await http_get(server.url + "/metrics")
+    assert b'voice_agent_connections_rejected_total{reason="busy"} 1.0' in body
+
+
+@pytest.mark.parametrize(
+    ("path", "messages", "code"),
+    [
+        ("/ws", ["not json at all"], "bad_message"),
+        ("/ws", [b"\x00\xff\x13binary garbage"], "bad_message"),
+        ("/ws", ['{"type": "answer", "sdp": "x"}'], "bad_message"),
+        ("/ws", ['{"type": "offer"}'], "bad_message"),
+        ("/ws", ['{"type": "offer", "sdp": 42}'], "bad_message"),
+        ("/ws", ['{"type": "offer", "sdp": "v=0\\r\\ngarbage"}'], "bad_offer"),
+        ("/ws", ['{"type": "offer", "sdp": "x", "persona": "../../etc/passwd"}'], "bad_message"),
+        ("/ws", ['["offer"]'], "bad_message"),
+        ("/pcm", ['{"type": "start", "sample_rate": 3}'], "bad_message"),
+        (
+            "/pcm",
+            ['{"type": "start", "sample_rate": 16000, "persona": "nobody"}'],
+            "unknown_persona",
+        ),
+        ("/pcm", ['{"type": "start", "sample_rate": 16000}', b"\x01\x02\x03"], "bad_message"),
+        ("/pcm", ['{"type": "start", "sample_rate": 16000}', '{"type": "start"}'], "bad_message"),
+        ("/pcm", ['{"type": "start", "sample_rate": 16000}', "{{{"], "bad_message"),
+    ],
+)
+async def test_a_malformed_message_ends_only_its_own_session(
+    make_server: MakeServer, path: str, messages: list[str | bytes], code: str
+) -> None:
+    server = await make_server()
+    async with connect(ws_url(server, "/pcm")) as bystander:
+        await bystander.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        await events_until(bystander, "session")
+        async with connect(ws_url(server, path)) as ws:
+            for message in messages:
+                await ws.send(message)
+            error = (await events_until(ws, "error"))[-1]
+            assert error["code"] == code and error["fatal"] is True, error
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+        await bystander.send(bytes(640))  # the other session goes on
+        assert len(server.sessions) == 1
+    status, _, _ = await http_get(server.url + "/healthz")
+    assert status == 200
+
+
+async def test_a_message_over_the_size_bound_closes_its_socket(make_server: MakeServer) -> None:
+    server = await make_server(max_message_bytes=4096)
+    async with connect(ws_url(server, "/pcm")) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        await events_until(ws, "session")
+        await ws.send(bytes(8192))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    for _ in range(100):
+        if not server.sessions:
+            break
+        await asyncio.sleep(0.02)
+    assert not server.sessions
+
+
+def peer_connections() -> int:
+    gc.collect()
+    return sum(isinstance(o, RTCPeerConnection) for o in gc.get_objects())
+
+
+async def test_fifty_sessions_opened_and_closed_leave_nothing_behind(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server()
+    tasks = len(asyncio.all_tasks())
+    threads = threading.active_count()
+    fds = len(os.listdir("/proc/self/fd"))
+    url = ws_url(server, "")
+    for i in range(25):  # WebRTC: a real peer each time, left in three different ways
+        caller = await Caller.connect(url)
+        await caller.wait_for("session")
+        if i % 3 == 0:
+            await caller.ws.send(json.dumps({"type": "bye"}))
+        elif i % 3 == 1:
+            await caller.pc.close()  # the peer goes away; the socket stays until close()
+        await caller.close()
+    del caller  # the test's own last peer: every other one must be gone
+    for i in range(25):  # /pcm, with a bye or a bare close
+        async with connect(url + "/pcm") as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+            await events_until(ws, "session")
+            await ws.send(bytes(640 * 5))
+            if i % 2:
+                await ws.send(json.dumps({"type": "bye"}))
+    for _ in range(250):
+        if not server.sessions and len(asyncio.all_tasks()) <= tasks:
+            break
+        await asyncio.sleep(0.02)
+    assert not server.sessions
+    assert len(asyncio.all_tasks()) <= tasks, asyncio.all_tasks()
+    assert peer_connections() == 0
+    for _ in range(100):  # the engine pool's threads stay; nothing else may
+        if threading.active_count() <= threads + 2:
+            break
+        await asyncio.sleep(0.05)
+    assert threading.active_count() <= threads + 2, threading.enumerate()
+    assert len(os.listdir("/proc/self/fd")) <= fds + 4
+    _, _, body = await http_get(server.url + "/metrics")
+    assert b'voice_agent_sessions_total{transport="webrtc"} 25.0' in body
+    assert b'voice_agent_sessions_total{transport="pcm"} 25.0' in body
+    assert b"voice_agent_sessions_active 0.0" in body
+
+
+async def test_a_webrtc_caller_hears_a_reply_with_fake_engines(make_server: MakeServer) -> None:
+    server = await make_server()
+    async with await Caller.connect(ws_url(server, ""), persona="sprinter") as caller:
+        hello = await caller.wait_for("session")
+        assert hello["persona"]["id"] == "sprinter"
+        said = caller.say(speech_16k(QUESTION), 16000, "question")
+        final = await caller.wait_for(
+            "transcript", lambda e: e["role"] == "assistant" and e["final"]
+        )
+        assert final["text"] == "Paris is the capital."
+        assert said.done.is_set() and caller.first_audible(said.ended) is not None
+        for _ in range(100):  # the last frames are still on their way (jitter buffers)
+            if caller.audible_ms() >= 360:
+                break
+            await asyncio.sleep(0.02)
+        assert caller.audible_ms() >= 360  # FakeTTS: 4 words x 100 ms
+
+
+# --- the real models -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_engines() -> Any:
+    from voice_agent.backbone.factory import load_engines
+
+    engines = load_engines(make_settings(), tts=("piper",))
+    yield engines
+    engines.close()
+
+
+@pytest.mark.slow
+async def test_a_webrtc_conversation_with_the_real_models(
+    store: ModelStore, real_engines: Engines
+) -> None:
+    settings = make_settings()
+    server = Server(settings, real_engines)
+    await server.start()
+    try:
+        async with await Caller.connect(ws_url(server, "")) as caller:
+            await caller.wait_for("session")
+            said = caller.say(speech_16k(QUESTION), 16000, "question")
+            user = await caller.wait_for(
+                "transcript", lambda e: e["role"] == "user" and e["final"], within_s=30
+            )
+            assert "capital" in user["text"].lower() and "france" in user["text"].lower()
+            reply = await caller.wait_for(
+                "transcript", lambda e: e["role"] == "assistant" and e["final"], within_s=60
+            )
+            assert reply["text"].strip()
+            metrics = await caller.wait_for("turn_metrics")
+            assert metrics["voice_to_voice_ms"] > 0
+            heard_at = caller.first_audible(said.ended)
+            assert heard_at is not None and caller.audible_ms() > 300
+    finally:
+        await server.stop(0)
+
+
+async def test_stop_lets_the_reply_in_progress_finish_then_ends_the_session(
+    make_server: MakeServer,
+) -> None:
+    server = await make_server()
+    url = ws_url(server, "/pcm")
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        await events_until(ws, "session")
+        await talk_pcm(ws, 16000, speech_16k(QUESTION))
+        audio: list[bytes] = []
+        events: list[dict[str, Any]] = []
+        stopping: asyncio.Future[None] | None = None
+
+        async def read() -> None:
+            nonlocal stopping
+            async for raw in ws:
+                if isinstance(raw, bytes):
+                    audio.append(raw)
+                    if stopping is None:  # the reply has begun: shut the server down
+                        stopping = asyncio.ensure_future(server.stop(grace_s=10))
+                else:
+                    events.append(json.loads(raw))
+
+        async def keep_talking() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await ws.send(bytes(640))
+                    await asyncio.sleep(0.02)
+
+        mic = asyncio.ensure_future(keep_talking())
+        try:
+            await asyncio.wait_for(read(), 15)  # ends when the server closes the socket
+        finally:
+            mic.cancel()
+        assert stopping is not None
+        await asyncio.wait_for(stopping, 5)
+    assert len(audio) == 20  # FakeTTS: "Paris is the capital." = 4 words x 100 ms, all of it
+    final = [e for e in events if e["type"] == "transcript" and e["role"] == "assistant"]
+    assert final[-1]["final"] and final[-1]["text"] == "Paris is the capital."
+    assert not server.sessions
+    with pytest.raises(OSError):
+        await connect(url)

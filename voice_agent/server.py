@@ -1,0 +1,439 @@
+"""One process: the browser page, WebRTC signaling, `/pcm`, `/personas`, `/healthz`, `/metrics`.
+
+`Server` answers plain HTTP GETs and WebSockets on one port (websockets' `process_request`
+serves the HTTP side). Each WebSocket on `/ws` or `/pcm` is one `Session` with its own pipeline
+and state; the engines and their executor are shared. See docs/protocol.md for what goes over
+the wire; this module decides who may connect and owns each session's life:
+
+- Bound to loopback (the default), any local client may connect; bound elsewhere, the server
+  refuses to start without `server.token` and then checks it (in constant time) on everything
+  but the page, its static files and `/healthz`.
+- WebSockets that carry an `Origin` (browsers) must come from the page's own origin or from
+  `server.allowed_origins`. On loopback, the `Host` must be a loopback name too, so that a web
+  page on another site cannot reach the server by DNS rebinding.
+- `server.max_sessions` sessions at once (the next gets a `busy` error); messages up to
+  `server.max_message_bytes`; a malformed message ends only its own session.
+- `stop()` stops taking sessions, lets those running finish for `server.shutdown_grace_s`,
+  then closes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import ipaddress
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from voice_agent.config import Settings
+from voice_agent.metrics import ServerMetrics
+from voice_agent.persona import Persona, PersonaStore
+from voice_agent.protocol import (
+    Bye,
+    Offer,
+    ProtocolError,
+    Start,
+    error_event,
+    parse_client_message,
+)
+from voice_agent.session import Engines, Session
+from voice_agent.transports.base import Transport
+from voice_agent.transports.pcm import PcmTransport
+from voice_agent.transports.webrtc import WebRTCTransport, ice_on_loopback
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent / "ui" / "web"
+FIRST_MESSAGE_TIMEOUT_S = 30.0
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+}
+PUBLIC_PATHS = ("/", "/healthz")
+"""Paths that need no token: the page and its static files carry no data, and a load
+balancer's health check has none to give."""
+CLOSE_POLICY, CLOSE_BUSY, CLOSE_ERROR = 1008, 1013, 1011
+
+
+class ServerError(Exception):
+    """The server cannot start as configured."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _hostname(host_header: str) -> str:
+    """`127.0.0.1:8080` -> `127.0.0.1`, `[::1]:8080` -> `::1`."""
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.rpartition(":")[0] if ":" in host_header else host_header
+
+
+def check_binding(settings: Settings) -> bool:
+    """Whether the server binds to loopback; `ServerError` if it would be reachable from other
+    machines without a token."""
+    cfg = settings.server
+    loopback = is_loopback(cfg.host)
+    if not loopback and not cfg.token:
+        raise ServerError(
+            f"server.host is {cfg.host}, which other machines can reach: set a token "
+            "(VOICE_AGENT_SERVER__TOKEN=... or server.token) or bind to 127.0.0.1"
+        )
+    return loopback
+
+
+class Server:
+    """The voice-agent server (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engines: Engines,
+        personas: PersonaStore | None = None,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.personas = personas or PersonaStore(settings.personas.dirs)
+        self.metrics = metrics or ServerMetrics()
+        self.sessions: dict[str, Session] = {}
+        self._slots = 0
+        """Connections holding a place: sessions running and those still being set up."""
+        self._draining = False
+        self._all_ended = asyncio.Event()
+        self._ws: WsServer | None = None
+        self.loopback = check_binding(settings)
+
+    # --- life ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.settings.server
+        ice_on_loopback(self.loopback)
+        self._ws = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            max_size=cfg.max_message_bytes,
+            max_queue=32,
+            server_header="voice-agent",
+            open_timeout=10,
+            close_timeout=2,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._ws is not None, "start() first"
+        return int(self._ws.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.settings.server.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking sessions; let each running one finish the reply in progress (for up to
+        `grace_s`, default `server.shutdown_grace_s`), then close whatever is left."""
+        if self._ws is None:
+            return
+        self._draining = True
+        self._ws.close(close_connections=False)
+        grace = self.settings.server.shutdown_grace_s if grace_s is None else grace_s
+        for session in list(self.sessions.values()):
+            session.finish()
+        if self.sessions:
+            self._all_ended.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_ended.wait(), grace)
+        for session in list(self.sessions.values()):
+            session.close()
+        self._ws.close(close_connections=True)
+        await self._ws.wait_closed()
+        self._ws = None
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        path = url.path
+        cfg = self.settings.server
+        host = request.headers.get("Host", "")
+        if self.loopback and not is_loopback(_hostname(host)):
+            return self._text(conn, HTTPStatus.FORBIDDEN, f"unexpected Host {host!r}")
+        public = path in PUBLIC_PATHS or path.startswith("/static/")
+        if cfg.token and not public and not self._token_ok(request, url.query, cfg.token):
+            return self._text(conn, HTTPStatus.UNAUTHORIZED, "a valid token is required")
+        if path in ("/ws", "/pcm"):
+            origin = request.headers.get("Origin")
+            allowed = {f"http://{host}", f"https://{host}", *cfg.allowed_origins}
+            if origin is not None and origin not in allowed:
+                self.metrics.rejected("origin")
+                return self._text(conn, HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
+            return None  # on with the WebSocket handshake
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return self._text(conn, HTTPStatus.NOT_FOUND, f"no WebSocket at {path}")
+        if path == "/healthz":
+            status = HTTPStatus.SERVICE_UNAVAILABLE if self._draining else HTTPStatus.OK
+            body = {
+                "status": "draining" if self._draining else "ok",
+                "sessions": len(self.sessions),
+                "max_sessions": cfg.max_sessions,
+            }
+            return self._json(conn, status, body)
+        if path == "/metrics":
+            return self._body(conn, HTTPStatus.OK, self.metrics.render(), self.metrics.content_type)
+        if path == "/personas":
+            return self._json(conn, HTTPStatus.OK, self._persona_list())
+        if path == "/":
+            return self._static(conn, "index.html")
+        if path.startswith("/static/"):
+            return self._static(conn, path.removeprefix("/static/"))
+        return self._text(conn, HTTPStatus.NOT_FOUND, f"nothing at {path}")
+
+    @staticmethod
+    def _token_ok(request: Request, query: str, token: str) -> bool:
+        given = parse_qs(query).get("token", [""])[0]
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth.removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def _persona_list(self) -> list[dict[str, Any]]:
+        default = self.settings.personas.default
+        out = []
+        for pid, _path, persona, _error in self.personas.status():
+            if persona is not None:
+                out.append(
+                    {
+                        "id": pid,
+                        "name": persona.name,
+                        "description": persona.description,
+                        "default": pid == default,
+                    }
+                )
+        return out
+
+    def _static(self, conn: ServerConnection, name: str) -> Response:
+        # Only plain names of files that are in the folder: no sub-paths, no dot files.
+        if "/" in name or "\\" in name or name.startswith(".") or not name:
+            return self._text(conn, HTTPStatus.NOT_FOUND, "no such file")
+        path = WEB_DIR / name
+        if not path.is_file():
+            return self._text(conn, HTTPStatus.NOT_FOUND, "no such file")
+        kind = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+        return self._body(conn, HTTPStatus.OK, path.read_bytes(), kind)
+
+    def _json(self, conn: ServerConnection, status: HTTPStatus, data: Any) -> Response:
+        return self._body(conn, status, json.dumps(data).encode(), "application/json")
+
+    def _text(self, conn: ServerConnection, status: HTTPStatus, text: str) -> Response:
+        return self._body(conn, status, f"{text}\n".encode(), "text/plain; charset=utf-8")
+
+    @staticmethod
+    def _body(conn: ServerConnection, status: HTTPStatus, body: bytes, kind: str) -> Response:
+        response = conn.respond(status, "")
+        headers = response.headers
+        for name in ("Content-Type", "Content-Length"):
+            del headers[name]
+        headers["Content-Type"] = kind
+        headers["Content-Length"] = str(len(body))
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        return dataclasses.replace(response, body=body)
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        kind = "webrtc" if urlsplit(ws.request.path if ws.request else "").path == "/ws" else "pcm"
+        if self._draining or self._slots >= self.settings.server.max_sessions:
+            self.metrics.rejected("busy")
+            why = "shutting down" if self._draining else "too many sessions"
+            await self._refuse(
+                ws, "busy", f"the server is busy ({why}); try again later", CLOSE_BUSY
+            )
+            return
+        self._slots += 1
+        try:
+            if kind == "webrtc":
+                await self._webrtc(ws)
+            else:
+                await self._pcm(ws)
+        except ProtocolError as exc:
+            self.metrics.error(exc.code)
+            await self._refuse(ws, exc.code, exc.message, CLOSE_POLICY)
+        except ConnectionClosed:
+            pass  # the client went away while the session was being set up
+        except Exception:
+            log.exception("%s session failed", kind)
+            self.metrics.error("internal")
+            await self._refuse(ws, "internal", "internal error; see the server log", CLOSE_ERROR)
+        finally:
+            self._slots -= 1
+
+    async def _refuse(self, ws: ServerConnection, code: str, message: str, close: int) -> None:
+        try:
+            await ws.send(json.dumps(error_event(code, message, fatal=True)))
+            await ws.close(close, code)
+        except ConnectionClosed:
+            pass
+
+    async def _first_message(self, ws: ServerConnection) -> Offer | Start | Bye:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), FIRST_MESSAGE_TIMEOUT_S)
+        except TimeoutError:
+            raise ProtocolError(
+                "bad_message", f"no message within {FIRST_MESSAGE_TIMEOUT_S:.0f} s"
+            ) from None
+        if isinstance(raw, bytes):
+            raise ProtocolError("bad_message", "the first message must be JSON text")
+        return parse_client_message(raw)
+
+    def _persona(self, pid: str | None) -> Persona:
+        try:
+            return self.personas.get(pid or self.settings.personas.default)
+        except KeyError as exc:
+            raise ProtocolError("unknown_persona", str(exc.args[0])) from None
+
+    def _sender(self, ws: ServerConnection) -> Any:
+        async def send_json(message: dict[str, Any]) -> None:
+            self.metrics.observe(message)
+            await ws.send(json.dumps(message))
+
+        return send_json
+
+    async def _webrtc(self, ws: ServerConnection) -> None:
+        offer = await self._first_message(ws)
+        if not isinstance(offer, Offer):
+            raise ProtocolError("bad_message", f"expected an offer first, got '{offer.type}'")
+        persona = self._persona(offer.persona)
+        send = self._sender(ws)
+        transport, answer = await WebRTCTransport.accept(
+            offer.sdp,
+            sample_rate=self.settings.audio.sample_rate,
+            frame_ms=self.settings.audio.output_frame_ms,
+            send_json=send,
+        )
+        try:
+            await ws.send(json.dumps({"type": "answer", "sdp": answer}))
+        except BaseException:
+            await transport.close()
+            raise
+        await self._converse(ws, transport, persona, "webrtc", {}, transport.gone.wait())
+
+    async def _pcm(self, ws: ServerConnection) -> None:
+        start = await self._first_message(ws)
+        if not isinstance(start, Start):
+            raise ProtocolError("bad_message", f"expected 'start' first, got '{start.type}'")
+        persona = self._persona(start.persona)
+        transport = PcmTransport(
+            ws, start.sample_rate, self.settings.audio.sample_rate, self._sender(ws)
+        )
+        await self._converse(ws, transport, persona, "pcm", {"sample_rate": start.sample_rate})
+
+    async def _converse(
+        self,
+        ws: ServerConnection,
+        transport: Transport,
+        persona: Persona,
+        kind: str,
+        extra: dict[str, Any],
+        gone: Awaitable[Any] | None = None,
+    ) -> None:
+        """Run one session until it ends, the socket closes or the peer is gone."""
+        try:
+            session = Session(self.settings, persona, transport, self.engines)
+        except BaseException:
+            await transport.close()
+            raise
+        self.metrics.session_started(kind)
+        async with session:
+            self.sessions[session.id] = session
+            try:
+                who = {"id": persona.id, "name": persona.name}
+                await self._sender(ws)(
+                    {"type": "session", "id": session.id, "persona": who, **extra}
+                )
+                session.create_task(self._close_when(ws.wait_closed(), session), "socket")
+                if gone is not None:
+                    session.create_task(self._close_when(gone, session), "peer")
+                if kind == "webrtc":
+                    session.create_task(self._signaling(ws, session), "signaling")
+                await session.run()
+            finally:
+                del self.sessions[session.id]
+                if not self.sessions:
+                    self._all_ended.set()
+                self.metrics.session_ended(kind)
+        await ws.close()
+
+    @staticmethod
+    async def _close_when(awaitable: Awaitable[Any], session: Session) -> None:
+        await awaitable
+        session.close()
+
+    async def _signaling(self, ws: ServerConnection, session: Session) -> None:
+        """Messages after the offer: `bye` ends the session, anything else is an error."""
+        try:
+            async for raw in ws:
+                try:
+                    message = parse_client_message(raw)
+                    if not isinstance(message, Bye):
+                        raise ProtocolError("bad_message", f"unexpected '{message.type}'")
+                except ProtocolError as exc:
+                    self.metrics.error(exc.code)
+                    await ws.send(json.dumps(error_event(exc.code, exc.message, fatal=True)))
+                break
+        except ConnectionClosed:
+            pass
+        session.close()
+
+
+async def run_server(settings: Settings) -> None:
+    """`voice-agent serve`: load the engines, serve until SIGINT or SIGTERM, shut down."""
+    from voice_agent.backbone.factory import load_engines
+
+    check_binding(settings)
+    personas = PersonaStore(settings.personas.dirs)
+    personas.get(settings.personas.default)  # a missing default persona stops us now
+    log.info("loading the models (the first time, split models are joined and verified)")
+    engines = await asyncio.to_thread(load_engines, settings)
+    try:
+        server = Server(settings, engines, personas)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"voice-agent: serving on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        await stop.wait()
+        log.info("stopping: %d sessions get %.0f s to finish", len(server.sessions),
+                 settings.server.shutdown_grace_s)  # fmt: skip
+        await server.stop()
+    finally:
+        engines.close()

@@ -1,0 +1,97 @@
+"""`/pcm`: a session over one WebSocket carrying raw PCM, for programs.
+
+After the `start` message (handled by the server), binary messages are 16-bit little-endian
+mono PCM at the client's rate, resampled on the way in to the pipeline's rate (one streaming
+resampler, so chunk edges add nothing). The reply goes back the same way, in 20 ms binary
+messages paced in real time by playback; events go as JSON text messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import soxr
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from voice_agent.events import Event
+from voice_agent.frames import PCM, Frame, InputAudioFrame
+from voice_agent.protocol import Bye, ProtocolError, WireEvents, parse_client_message
+from voice_agent.transports.base import SendJson, Transport
+
+
+class PcmSink:
+    """Sends each frame as it is written; the client plays what it gets as it gets it."""
+
+    realtime = True
+
+    def __init__(self, ws: ServerConnection, sample_rate: int) -> None:
+        self._ws = ws
+        self.sample_rate = sample_rate
+        self.frames_sent = 0
+
+    async def write(self, pcm: PCM) -> None:
+        try:
+            await self._ws.send(pcm.astype("<i2", copy=False).tobytes())
+            self.frames_sent += 1
+        except ConnectionClosed:
+            pass  # the client has gone: nothing is played, the session is ending
+
+    def buffered_ms(self) -> float:
+        return 0.0  # what the client buffers is not known here
+
+    def clear(self) -> None:
+        pass
+
+
+class PcmTransport(Transport):
+    """One program's session: PCM in and out over `ws`, at the client's `sample_rate`."""
+
+    def __init__(
+        self, ws: ServerConnection, sample_rate: int, pipeline_rate: int, send_json: SendJson
+    ) -> None:
+        self._ws = ws
+        self._send_json = send_json
+        self.sink = PcmSink(ws, sample_rate)
+        self.pipeline_rate = pipeline_rate
+        self._resampler = (
+            soxr.ResampleStream(sample_rate, pipeline_rate, 1, dtype="int16")
+            if sample_rate != pipeline_rate
+            else None
+        )
+        self._wire = WireEvents()
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        try:
+            async for message in self._ws:
+                if isinstance(message, str):
+                    parsed = parse_client_message(message)
+                    if isinstance(parsed, Bye):
+                        return
+                    raise ProtocolError(
+                        "bad_message", f"'{parsed.type}' is not expected during a session"
+                    )
+                pcm = self._pcm(message)
+                if len(pcm):
+                    yield InputAudioFrame(pcm=pcm, sample_rate=self.pipeline_rate)
+        except ConnectionClosed:
+            return
+
+    def _pcm(self, data: bytes) -> PCM:
+        if len(data) % 2:
+            raise ProtocolError(
+                "bad_message",
+                f"audio must be whole 16-bit samples; a message of {len(data)} bytes is not",
+            )
+        pcm = np.frombuffer(data, "<i2").astype(np.int16)
+        if self._resampler is None:
+            return pcm
+        return np.asarray(self._resampler.resample_chunk(pcm), np.int16)
+
+    async def send_event(self, event: Event) -> None:
+        for message in self._wire.translate(event):
+            await self._send_json(message)
+
+    async def close(self) -> None:
+        await self._ws.close()

@@ -1,0 +1,233 @@
+"""WebRTC (aiortc): a browser's microphone in, the assistant's voice out.
+
+`WebRTCTransport.accept(offer)` answers one offer (ICE gathered, no trickle): the browser's Opus
+track comes in, is decoded by aiortc and resampled to the pipeline's rate; `ReplyTrack` goes
+out. Events travel over the signaling WebSocket, not over the peer connection.
+
+`ReplyTrack` is both the outbound track and the session's `AudioSink`. aiortc's sender pulls a
+frame with `recv()` and encodes it; `recv()` paces itself by its pts in samples (as aiortc's own
+tracks do) and hands out what playback wrote, or silence. It holds at most `SINK_FRAMES` frames,
+so playback (which writes as fast as the track accepts) is at most 40 ms ahead of what was sent:
+that is what `played_ms` subtracts, and what an interruption drops.
+
+ICE: a server bound to loopback gathers only a 127.0.0.1 host candidate (`ice_on_loopback`),
+so a local server opens no media port on other interfaces. aioice leaves loopback out of its
+host addresses; this module swaps in its own list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+import aioice.ice
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from voice_agent.events import Event
+from voice_agent.frames import PCM, Frame, InputAudioFrame
+from voice_agent.protocol import ProtocolError, WireEvents
+from voice_agent.transports.base import SendJson, Transport
+
+log = logging.getLogger(__name__)
+
+OUTPUT_RATE = 48000
+"""What Opus encodes: sending it at this rate spares aiortc a second resampling."""
+SINK_FRAMES = 2
+CONNECT_TIMEOUT_S = 30.0
+"""How long a peer may take from the answer to its first audio."""
+ICE_SETTLE_TIMEOUT_S = 5.0
+MAX_LAG_S = 0.2
+"""A track that falls this far behind its clock (the loop stalled) restarts the clock instead
+of bursting frames to catch up."""
+
+_gather_all = aioice.ice.get_host_addresses
+
+
+def _loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    return ["127.0.0.1"] if use_ipv4 else []
+
+
+def ice_on_loopback(on: bool) -> None:
+    """Gather ICE host candidates on 127.0.0.1 only (True) or on every interface but loopback
+    (False, aioice's own choice). Process-wide: it applies to every peer connection made after."""
+    aioice.ice.get_host_addresses = _loopback_only if on else _gather_all
+
+
+class ReplyTrack(MediaStreamTrack):
+    """The assistant's voice as an outbound audio track; also the session's audio sink."""
+
+    kind = "audio"
+    realtime = False
+    """Playback writes as fast as the track takes frames: the track is the clock."""
+
+    def __init__(
+        self,
+        sample_rate: int = OUTPUT_RATE,
+        frame_ms: int = 20,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.frame_ms = frame_ms
+        self._frame_samples = sample_rate * frame_ms // 1000
+        self._clock = clock
+        self._queue: deque[PCM] = deque()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._start: float | None = None
+        self._pts = 0
+        self._last = 0
+        self.frames_sent = 0
+        self.audio_frames_sent = 0
+
+    # --- AudioSink ---------------------------------------------------------------------------
+
+    async def write(self, pcm: PCM) -> None:
+        while len(self._queue) >= SINK_FRAMES and self.readyState == "live":
+            self._space.clear()
+            await self._space.wait()
+        if self.readyState == "live":  # once the peer has gone, what is written goes nowhere
+            self._queue.append(pcm)
+
+    def buffered_ms(self) -> float:
+        return 1000.0 * sum(len(p) for p in self._queue) / self.sample_rate
+
+    def clear(self) -> None:
+        self._queue.clear()
+        self._space.set()
+
+    # --- MediaStreamTrack --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        super().stop()
+        self._space.set()
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += self._last
+            delay = self._start + self._pts / self.sample_rate - now
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -MAX_LAG_S:
+                self._start = now - self._pts / self.sample_rate
+        if self._queue:
+            pcm = self._queue.popleft()
+            self.audio_frames_sent += 1
+        else:
+            pcm = np.zeros(self._frame_samples, np.int16)
+        self._space.set()
+        self._last = len(pcm)
+        self.frames_sent += 1
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm, np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = self.sample_rate
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self.sample_rate)
+        return frame
+
+
+class WebRTCTransport(Transport):
+    """One browser (or other WebRTC peer): audio over the peer connection, events as JSON."""
+
+    sink: ReplyTrack
+
+    def __init__(
+        self, pc: RTCPeerConnection, track: ReplyTrack, sample_rate: int, send_json: SendJson
+    ) -> None:
+        self.pc = pc
+        self.sink = track
+        self.sample_rate = sample_rate
+        self._send_json = send_json
+        self._wire = WireEvents()
+        self._inbound: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+        self.gone = asyncio.Event()
+        """Set when the peer connection has failed or closed: the session should end."""
+        self._ice_settled = asyncio.Event()
+        self._closed = False
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and not self._inbound.done():
+                self._inbound.set_result(track)
+
+        @pc.on("iceconnectionstatechange")
+        def on_ice_state() -> None:
+            if pc.iceConnectionState not in ("new", "checking"):
+                self._ice_settled.set()
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            log.debug("peer connection: %s", pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                self.gone.set()
+
+    @classmethod
+    async def accept(
+        cls, offer_sdp: str, *, sample_rate: int, frame_ms: int, send_json: SendJson
+    ) -> tuple[WebRTCTransport, str]:
+        """Answer an offer: the transport and the answer's SDP. A bad offer raises
+        `ProtocolError("bad_offer")` and leaves nothing open."""
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        transport = cls(pc, ReplyTrack(OUTPUT_RATE, frame_ms), sample_rate, send_json)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            kinds = [t.kind for t in pc.getTransceivers()]
+            if kinds != ["audio"]:
+                raise ValueError(f"expected one audio track, got {kinds or 'none'}")
+            pc.addTrack(transport.sink)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            await transport.close()
+            message = str(exc) or type(exc).__name__
+            raise ProtocolError("bad_offer", f"cannot use this offer: {message}") from None
+        return transport, pc.localDescription.sdp
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        try:
+            track = await asyncio.wait_for(self._inbound, CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise ConnectionError(
+                f"no audio from the peer within {CONNECT_TIMEOUT_S:.0f} s of the answer"
+            ) from None
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, av.AudioFrame)
+            for out in resampler.resample(frame):
+                pcm = out.to_ndarray().reshape(-1).astype(np.int16, copy=True)
+                yield InputAudioFrame(pcm=pcm, sample_rate=self.sample_rate)
+
+    async def send_event(self, event: Event) -> None:
+        for message in self._wire.translate(event):
+            await self._send_json(message)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.sink.stop()
+        if self.pc.iceConnectionState == "checking":
+            # aioice 0.13 starts its consent checks when a connection attempt succeeds, even
+            # one closed meanwhile, and they then run on for half a minute: let it settle first.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ice_settled.wait(), ICE_SETTLE_TIMEOUT_S)
+        await self.pc.close()
+        self.gone.set()
