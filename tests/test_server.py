@@ -38,12 +38,13 @@ QUESTION = "What is the capital of France?"
 MakeServer = Callable[..., Awaitable[Server]]
 
 
-def make_settings(**server: Any) -> Settings:
+def make_settings(metrics: dict[str, Any] | None = None, **server: Any) -> Settings:
     return Settings.model_validate(
         {
             "server": {"port": 0, **server},
             "personas": {"dirs": []},
             "turns": {"smart_turn": False},
+            "metrics": metrics or {},
         }
     )
 
@@ -62,8 +63,10 @@ def fake_engines(store: ModelStore, settings: Settings, replies: int = 100) -> E
 async def make_server(store: ModelStore) -> AsyncIterator[MakeServer]:
     servers: list[Server] = []
 
-    async def make(engines: Engines | None = None, **server: Any) -> Server:
-        settings = make_settings(**server)
+    async def make(
+        engines: Engines | None = None, metrics: dict[str, Any] | None = None, **server: Any
+    ) -> Server:
+        settings = make_settings(metrics, **server)
         s = Server(settings, engines or fake_engines(store, settings))
         await s.start()
         servers.append(s)
@@ -220,36 +223,43 @@ async def talk_pcm(
         await asyncio.sleep(0.002)
 
 
+async def converse_pcm(ws: ClientConnection, rate: int) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """Ask the question, keep the microphone open (silence), and collect the reply's audio
+    and events until the assistant's final transcript."""
+    await talk_pcm(ws, rate, speech_16k(QUESTION))
+    audio: list[bytes] = []
+    events: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        async for raw in ws:
+            if isinstance(raw, bytes):
+                audio.append(raw)
+            else:
+                e = json.loads(raw)
+                events.append(e)
+                if e["type"] == "transcript" and e["role"] == "assistant" and e["final"]:
+                    return
+
+    async def keep_talking() -> None:  # a microphone sends silence while it listens
+        while True:
+            await ws.send(bytes(rate // 50 * 2))
+            await asyncio.sleep(0.02)
+
+    silence = asyncio.ensure_future(keep_talking())
+    try:
+        await asyncio.wait_for(read(), 15)
+    finally:
+        silence.cancel()
+    return audio, events
+
+
 async def test_pcm_round_trip_at_the_clients_rate(make_server: MakeServer) -> None:
     server = await make_server()
     async with connect(ws_url(server, "/pcm")) as ws:
         await ws.send(json.dumps({"type": "start", "sample_rate": 24000, "persona": "tutor"}))
         hello = (await events_until(ws, "session"))[-1]
         assert hello["persona"]["id"] == "tutor" and hello["sample_rate"] == 24000
-        await talk_pcm(ws, 24000, speech_16k(QUESTION))
-        audio: list[bytes] = []
-        events: list[dict[str, Any]] = []
-
-        async def read() -> None:
-            async for raw in ws:
-                if isinstance(raw, bytes):
-                    audio.append(raw)
-                else:
-                    e = json.loads(raw)
-                    events.append(e)
-                    if e["type"] == "transcript" and e["role"] == "assistant" and e["final"]:
-                        return
-
-        async def keep_talking() -> None:  # a microphone sends silence while it listens
-            while True:
-                await ws.send(bytes(960))
-                await asyncio.sleep(0.02)
-
-        silence = asyncio.ensure_future(keep_talking())
-        try:
-            await asyncio.wait_for(read(), 15)
-        finally:
-            silence.cancel()
+        audio, events = await converse_pcm(ws, 24000)
         await ws.send(json.dumps({"type": "bye"}))
     kinds = [e["type"] for e in events]
     assert {"transcript", "state", "turn_metrics"} <= set(kinds)
@@ -492,3 +502,46 @@ async def test_stop_lets_the_reply_in_progress_finish_then_ends_the_session(
     assert not server.sessions
     with pytest.raises(OSError):
         await connect(url)
+
+
+async def test_operators_see_every_sessions_events_and_the_last_turns(
+    make_server: MakeServer, tmp_path: Any
+) -> None:
+    log = tmp_path / "logs" / "turns.jsonl"
+    server = await make_server(metrics={"jsonl_path": str(log)})
+    async with connect(ws_url(server, "/events")) as operator:
+        hello = json.loads(await operator.recv())
+        assert hello == {"type": "hello", "max_sessions": 16, "sessions": [], "turns": []}
+        async with connect(ws_url(server, "/pcm")) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+            session = (await events_until(ws, "session"))[-1]["id"]
+            seen = await events_until(operator, "session_started")
+            assert seen[-1] == {
+                "type": "session_started",
+                "session": session,
+                "persona": {"id": "concierge", "name": "Ada"},
+                "transport": "pcm",
+            }
+            async with connect(ws_url(server, "/events")) as second:
+                now = json.loads(await second.recv())
+                assert [s["session"] for s in now["sessions"]] == [session]
+            await converse_pcm(ws, 16000)
+        seen = await events_until(operator, "session_ended")
+    kinds = {m["type"] for m in seen}
+    assert {"state", "transcript", "turn_metrics", "session_ended"} <= kinds
+    assert all(m["session"] == session for m in seen)
+    metrics = next(m for m in seen if m["type"] == "turn_metrics")
+    assert metrics["turn"] == 1 and metrics["voice_to_voice_ms"] > 0
+    async with connect(ws_url(server, "/events")) as late:
+        hello = json.loads(await late.recv())
+        assert hello["sessions"] == [] and [t["turn"] for t in hello["turns"]] == [1]
+    _, _, body = await http_get(server.url + "/metrics")
+    assert b'voice_agent_turn_latency_seconds_count{stage="voice_to_voice"} 1.0' in body
+    for _ in range(100):  # the log is written in a worker thread
+        if log.exists() and log.read_text():
+            break
+        await asyncio.sleep(0.02)
+    [record] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["session"] == session and record["turn"] == 1
+    assert record["interrupted"] is False and record["played_ms"] >= 380
+    assert record["voice_to_voice_ms"] == metrics["voice_to_voice_ms"]

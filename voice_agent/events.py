@@ -38,6 +38,10 @@ class Subscription:
             self.lost += 1
         self._queue.put_nowait(event)
 
+    def close(self) -> None:
+        """End the iteration once what is queued has been read."""
+        self._put(_CLOSED)
+
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iter()
 
@@ -60,7 +64,7 @@ class EventBus:
     def subscribe(self) -> Subscription:
         sub = Subscription(self._maxsize)
         if self.closed:
-            sub._put(_CLOSED)
+            sub.close()
         else:
             self._subs.append(sub)
         return sub
@@ -78,5 +82,5 @@ class EventBus:
         if not self.closed:
             self.closed = True
             for sub in self._subs:
-                sub._put(_CLOSED)
+                sub.close()
             self._subs.clear()

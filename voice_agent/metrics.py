@@ -1,26 +1,28 @@
-"""What `/metrics` exports (Prometheus text format), from what the server and its sessions do.
+"""Where turn figures go besides the clients: Prometheus (`/metrics`) and a JSON-lines log.
 
 One `ServerMetrics` per server, on its own registry (so tests and several servers in one
-process never share counters). The turn-latency histograms are fed from the `turn_metrics`
-messages that sessions send their clients, so the dashboard, the page and Prometheus show the
-same figures.
+process never share counters). The turn-latency histograms are fed from the same `turn_metrics`
+messages that sessions send their clients, so the page, the dashboard and Prometheus show the
+same figures. `TurnLog` appends each finished turn's whole timeline (`turn_record`, see
+`voice_agent.timeline`) to a file, off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from voice_agent.tasks import TaskOwner
+from voice_agent.timeline import STAGES
+
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
-TURN_FIGURES = (
-    "endpoint_ms",
-    "asr_ms",
-    "llm_first_token_ms",
-    "tts_first_chunk_ms",
-    "voice_to_voice_ms",
-)
+log = logging.getLogger(__name__)
 
 
 class ServerMetrics:
@@ -49,7 +51,7 @@ class ServerMetrics:
         self.turn_latency = Histogram(
             "voice_agent_turn_latency_seconds",
             "Per turn, from the end of the user's speech to each stage's first output",
-            ["figure"],
+            ["stage"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
@@ -74,12 +76,59 @@ class ServerMetrics:
         """Count what a session sends its client (`turn_metrics`, `error`)."""
         kind = message.get("type")
         if kind == "turn_metrics":
-            for figure in TURN_FIGURES:
-                value = message.get(figure)
+            for stage in STAGES:
+                value = message.get(f"{stage}_ms")
                 if isinstance(value, int | float):
-                    self.turn_latency.labels(figure.removesuffix("_ms")).observe(value / 1000)
+                    self.turn_latency.labels(stage).observe(value / 1000)
         elif kind == "error":
             self.error(str(message.get("code", "internal")))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class TurnLog(TaskOwner):
+    """Appends turn records to `path` as JSON lines, in a worker thread; at most `max_queued`
+    wait (past that the newest are dropped and counted), so a slow disk never holds a session."""
+
+    def __init__(self, path: Path, max_queued: int = 1000) -> None:
+        super().__init__("turn-log")
+        self.path = path.expanduser()
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max_queued)
+        self.dropped = 0
+        self.written = 0
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.create_task(self._run(), "writer")
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _run(self) -> None:
+        while True:
+            await self._flush([await self._queue.get()])
+
+    async def _flush(self, batch: list[dict[str, Any]]) -> None:
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        lines = "".join(json.dumps(r) + "\n" for r in batch)
+        try:
+            await asyncio.to_thread(self._append, lines)
+            self.written += len(batch)
+        except OSError as exc:
+            self.dropped += len(batch)
+            log.warning("cannot append turn records to %s: %s", self.path, exc)
+
+    def _append(self, lines: str) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(lines)
+
+    async def close(self) -> None:
+        """Stop, once what is queued has been written."""
+        await self.cancel_tasks()
+        if not self._queue.empty():
+            await self._flush([])

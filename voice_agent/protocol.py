@@ -3,8 +3,8 @@
 Client messages are parsed strictly (`parse_client_message`): anything that is not one JSON
 object of a known `type` with well-typed fields raises `ProtocolError`, whose `code` goes back
 to the client in an `error` event. `WireEvents` turns a session's internal events (many kinds,
-for metrics) into the few a client sees: `session`, `state`, `transcript`, `interrupted`,
-`turn_metrics`, `error`.
+for metrics) into the few a client sees: `state`, `transcript`, `interrupted`, `turn_metrics`
+(made by `voice_agent.timeline`) and `error`.
 """
 
 from __future__ import annotations
@@ -89,54 +89,34 @@ def error_event(code: str, message: str, *, fatal: bool) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message, "fatal": fatal}
 
 
-_MARKS = {
-    "asr": "asr_ms",
-    "end_of_turn": "endpoint_ms",
-    "llm_first_token": "llm_first_token_ms",
-    "tts_first_chunk": "tts_first_chunk_ms",
-}
-
-
 class WireEvents:
     """Translates one session's internal events into the messages a client sees."""
 
     def __init__(self) -> None:
         self.state = "listening"
         self._turn = 0
-        self._speech_end_ns: int | None = None
-        self._marks: dict[str, int] = {}
-        self._reason = ""
-        self._reported = True
-        self._said: list[str] = []
         self._speaking = False
+        self._reply_turn = 0
+        self._said: list[str] = []
 
     def translate(self, event: Event) -> Iterator[dict[str, Any]]:
-        kind, data, t = event.type, event.data, event.t_ns
+        kind, data = event.type, event.data
         if kind == "error":
             code = data.get("code") or ("internal" if data.get("fatal") else "engine")
             yield error_event(code, str(data.get("message", "")), fatal=bool(data.get("fatal")))
         elif kind == "transcript":
-            if data.get("final") and data.get("role") == "user":
-                self._mark("asr", t)
             yield {"type": "transcript", **data, "turn": self._turn}
+        elif kind == "turn_metrics":
+            yield {"type": "turn_metrics", **data}
         elif kind in ("turn_started", "turn_reopened", "turn_resumed"):
-            self._new_turn(int(data.get("turn", self._turn)))
+            self._turn = int(data.get("turn", self._turn))
         elif kind == "user_started_speaking":
-            self._marks = {}  # the turn goes on: what was done for it so far is moot
             yield from self._set_state("user_speaking")
         elif kind == "user_stopped_speaking":
-            self._speech_end_ns = t - int(data.get("speech_end_ms_ago", 0)) * 1_000_000
             yield from self._set_state("speaking" if self._speaking else "listening")
         elif kind == "end_of_turn":
-            self._reason = str(data.get("reason", ""))
-            self._mark("end_of_turn", t)
             if not self._speaking:
                 yield from self._set_state("thinking")
-        elif kind == "preemption_cancelled":
-            for mark in ("llm_first_token", "tts_first_chunk"):
-                self._marks.pop(mark, None)
-        elif kind in ("llm_first_token", "tts_first_chunk"):
-            self._mark(kind, t)
         elif kind == "tts_chunk":
             self._said.append(str(data.get("text", "")))
             if self._speaking:
@@ -144,7 +124,6 @@ class WireEvents:
         elif kind == "bot_started_speaking":
             self._speaking, self._reply_turn = True, self._turn
             yield from self._set_state("speaking")
-            yield from self._turn_metrics(t)
             if self._said:
                 yield self._assistant(final=False)
         elif kind == "bot_stopped_speaking":
@@ -179,37 +158,10 @@ class WireEvents:
         self._speaking = False
         self._said = []
 
-    def _new_turn(self, turn: int) -> None:
-        if turn != self._turn:
-            self._turn = turn
-            self._marks = {}
-            self._reported = False
-
-    def _mark(self, name: str, t_ns: int) -> None:
-        self._marks.setdefault(name, t_ns)
-
     def _set_state(self, state: str) -> Iterator[dict[str, Any]]:
         if state != self.state:
             self.state = state
             yield {"type": "state", "state": state}
-
-    def _turn_metrics(self, t_ns: int) -> Iterator[dict[str, Any]]:
-        if self._reported or self._speech_end_ns is None:
-            return
-        self._reported = True
-        end = self._speech_end_ns
-
-        def since(t: int | None) -> float | None:
-            return None if t is None else round((t - end) / 1e6, 1)
-
-        figures = {field: since(self._marks.get(mark)) for mark, field in _MARKS.items()}
-        yield {
-            "type": "turn_metrics",
-            "turn": self._turn,
-            **figures,
-            "voice_to_voice_ms": since(t_ns),
-            "reason": self._reason,
-        }
 
 
 __all__ = [

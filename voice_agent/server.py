@@ -40,17 +40,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voice_agent.config import Settings
-from voice_agent.metrics import ServerMetrics
+from voice_agent.events import Subscription
+from voice_agent.metrics import ServerMetrics, TurnLog
+from voice_agent.operators import OperatorFeed
 from voice_agent.persona import Persona, PersonaStore
 from voice_agent.protocol import (
     Bye,
     Offer,
     ProtocolError,
     Start,
+    WireEvents,
     error_event,
     parse_client_message,
 )
 from voice_agent.session import Engines, Session
+from voice_agent.tasks import TaskOwner
 from voice_agent.transports.base import Transport
 from voice_agent.transports.pcm import PcmTransport
 from voice_agent.transports.webrtc import WebRTCTransport, ice_on_loopback
@@ -72,6 +76,8 @@ PUBLIC_PATHS = ("/", "/healthz")
 """Paths that need no token: the page and its static files carry no data, and a load
 balancer's health check has none to give."""
 CLOSE_POLICY, CLOSE_BUSY, CLOSE_ERROR = 1008, 1013, 1011
+MAX_OPERATORS = 8
+"""Dashboards attached at once (`/events`)."""
 
 
 class ServerError(Exception):
@@ -107,7 +113,7 @@ def check_binding(settings: Settings) -> bool:
     return loopback
 
 
-class Server:
+class Server(TaskOwner):
     """The voice-agent server (see the module docstring)."""
 
     def __init__(
@@ -117,10 +123,14 @@ class Server:
         personas: PersonaStore | None = None,
         metrics: ServerMetrics | None = None,
     ) -> None:
+        super().__init__("server")
         self.settings = settings
         self.engines = engines
         self.personas = personas or PersonaStore(settings.personas.dirs)
         self.metrics = metrics or ServerMetrics()
+        self.operators = OperatorFeed(settings.metrics.turns_kept)
+        path = settings.metrics.jsonl_path
+        self.turn_log = TurnLog(path) if path is not None else None
         self.sessions: dict[str, Session] = {}
         self._slots = 0
         """Connections holding a place: sessions running and those still being set up."""
@@ -134,6 +144,8 @@ class Server:
     async def start(self) -> None:
         cfg = self.settings.server
         ice_on_loopback(self.loopback)
+        if self.turn_log is not None:
+            await self.turn_log.start()
         self._ws = await serve(
             self._handle,
             cfg.host,
@@ -175,6 +187,9 @@ class Server:
         self._ws.close(close_connections=True)
         await self._ws.wait_closed()
         self._ws = None
+        if self.turn_log is not None:
+            await self.turn_log.close()
+        await self.cancel_tasks()
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -188,7 +203,7 @@ class Server:
         public = path in PUBLIC_PATHS or path.startswith("/static/")
         if cfg.token and not public and not self._token_ok(request, url.query, cfg.token):
             return self._text(conn, HTTPStatus.UNAUTHORIZED, "a valid token is required")
-        if path in ("/ws", "/pcm"):
+        if path in ("/ws", "/pcm", "/events"):
             origin = request.headers.get("Origin")
             allowed = {f"http://{host}", f"https://{host}", *cfg.allowed_origins}
             if origin is not None and origin not in allowed:
@@ -270,7 +285,11 @@ class Server:
     # --- sessions ------------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        kind = "webrtc" if urlsplit(ws.request.path if ws.request else "").path == "/ws" else "pcm"
+        path = urlsplit(ws.request.path if ws.request else "").path
+        if path == "/events":
+            await self._events(ws)
+            return
+        kind = "webrtc" if path == "/ws" else "pcm"
         if self._draining or self._slots >= self.settings.server.max_sessions:
             self.metrics.rejected("busy")
             why = "shutting down" if self._draining else "too many sessions"
@@ -296,6 +315,14 @@ class Server:
         finally:
             self._slots -= 1
 
+    async def _events(self, ws: ServerConnection) -> None:
+        if self.operators.connections >= MAX_OPERATORS:
+            self.metrics.rejected("busy")
+            why = f"at most {MAX_OPERATORS} dashboards at once"
+            await self._refuse(ws, "busy", why, CLOSE_BUSY)
+            return
+        await self.operators.serve(ws, self.settings.server.max_sessions)
+
     async def _refuse(self, ws: ServerConnection, code: str, message: str, close: int) -> None:
         try:
             await ws.send(json.dumps(error_event(code, message, fatal=True)))
@@ -320,9 +347,9 @@ class Server:
         except KeyError as exc:
             raise ProtocolError("unknown_persona", str(exc.args[0])) from None
 
-    def _sender(self, ws: ServerConnection) -> Any:
+    @staticmethod
+    def _sender(ws: ServerConnection) -> Any:
         async def send_json(message: dict[str, Any]) -> None:
-            self.metrics.observe(message)
             await ws.send(json.dumps(message))
 
         return send_json
@@ -372,10 +399,14 @@ class Server:
             await transport.close()
             raise
         self.metrics.session_started(kind)
+        who = {"id": persona.id, "name": persona.name}
+        # The observer outlives the session by a little: it reads the session's last events
+        # (the last turn's record) after the session has closed its event bus.
+        observer = self.create_task(self._observe(session.id, session.events()), "observe")
         async with session:
             self.sessions[session.id] = session
+            self.operators.session_started(session.id, who, kind)
             try:
-                who = {"id": persona.id, "name": persona.name}
                 await self._sender(ws)(
                     {"type": "session", "id": session.id, "persona": who, **extra}
                 )
@@ -387,10 +418,26 @@ class Server:
                 await session.run()
             finally:
                 del self.sessions[session.id]
+                self.operators.session_ended(session.id)
                 if not self.sessions:
                     self._all_ended.set()
                 self.metrics.session_ended(kind)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(observer, 1.0)
         await ws.close()
+
+    async def _observe(self, session: str, events: Subscription) -> None:
+        """What a session's client sees goes to Prometheus and the operators too; each turn's
+        whole timeline, once the reply is over, to the turn log."""
+        wire = WireEvents()
+        async for event in events:
+            if event.type == "turn_record":
+                if self.turn_log is not None:
+                    self.turn_log.write(event.data)
+                continue
+            for message in wire.translate(event):
+                self.metrics.observe(message)
+                self.operators.publish(session, message)
 
     @staticmethod
     async def _close_when(awaitable: Awaitable[Any], session: Session) -> None:

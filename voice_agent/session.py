@@ -31,6 +31,7 @@ from voice_agent.history import History
 from voice_agent.persona import Persona
 from voice_agent.pipeline import Pipeline, Stage
 from voice_agent.tasks import TaskOwner
+from voice_agent.timeline import TurnTimeline
 from voice_agent.transports.base import Transport
 from voice_agent.turns import TurnModel, TurnPolicy, TurnStage
 
@@ -96,6 +97,8 @@ class Session(TaskOwner):
         self.engines = engines
         self.history = History()
         self.bus = EventBus()
+        self.timeline = TurnTimeline(self.name)
+        """Where each turn's time went: `turn_metrics` and `turn_record` events."""
         self._input_stages = list(input_stages)
         self._done = asyncio.Event()
         self._closed = False
@@ -146,6 +149,8 @@ class Session(TaskOwner):
 
     def _event(self, kind: str, data: dict[str, Any], t_ns: int) -> None:
         self.bus.publish(Event(kind, data, t_ns))
+        for derived, derived_data in self.timeline.feed(kind, data, t_ns):
+            self.bus.publish(Event(derived, derived_data, t_ns))
 
     def _upstream(self, frame: Frame) -> None:
         if isinstance(frame, ErrorFrame):

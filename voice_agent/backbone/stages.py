@@ -297,6 +297,8 @@ class TTSStage(Stage):
         spoken = self.normalize(text)
         if not spoken:
             return
+        if self._first_chunk:
+            self.emit("first_clause", text=text)
         pcm = await self.executor.run(self.engine.synthesize, spoken, self.persona.voice)
         self.emit("tts_chunk", text=text)
         if self._first_chunk:

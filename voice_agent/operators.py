@@ -1,0 +1,96 @@
+"""The operators' feed (`WS /events`): every session's events, for the latency dashboard.
+
+The server publishes here what each session sends its own client (`state`, `transcript`,
+`interrupted`, `turn_metrics`, `error`), tagged with the session's id, and when sessions start
+and end. Each operator connection gets a `hello` (the sessions now, the last turns' metrics)
+and then everything as it happens, through its own bounded queue: a slow operator loses its
+oldest messages (and is told how many), never slows a session down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import deque
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from voice_agent.events import Event, EventBus, Subscription
+from voice_agent.tasks import TaskOwner
+
+HELLO_TURNS = 100
+"""How many recent `turn_metrics` a new operator gets."""
+
+
+class OperatorFeed:
+    """Fan-out of sessions' events to operator connections (see the module docstring)."""
+
+    def __init__(self, turns_kept: int = 500, queue: int = 2048) -> None:
+        self.bus = EventBus(queue)
+        self.turns: deque[dict[str, Any]] = deque(maxlen=turns_kept)
+        """The last `turns_kept` turns' metrics, oldest first (a ring)."""
+        self._sessions: dict[str, dict[str, Any]] = {}
+        self.connections = 0
+
+    def session_started(self, session: str, persona: dict[str, str], transport: str) -> None:
+        info = {"session": session, "persona": persona, "transport": transport}
+        self._sessions[session] = {**info, "since": time.monotonic()}
+        self._publish({"type": "session_started", **info})
+
+    def session_ended(self, session: str) -> None:
+        if self._sessions.pop(session, None) is not None:
+            self._publish({"type": "session_ended", "session": session})
+
+    def publish(self, session: str, message: dict[str, Any]) -> None:
+        """One message a session sent its client."""
+        tagged = {**message, "session": session}
+        if tagged["type"] == "turn_metrics":
+            self.turns.append(tagged)
+        self._publish(tagged)
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        data = {k: v for k, v in message.items() if k != "type"}
+        self.bus.publish(Event(message["type"], data))
+
+    def hello(self, max_sessions: int) -> dict[str, Any]:
+        now = time.monotonic()
+        sessions = [
+            {**{k: v for k, v in info.items() if k != "since"}, "started_s_ago": round(now - since)}
+            for info in self._sessions.values()
+            for since in [info["since"]]
+        ]
+        turns = list(self.turns)[-HELLO_TURNS:]
+        return {"type": "hello", "max_sessions": max_sessions, "sessions": sessions, "turns": turns}
+
+    async def serve(self, ws: ServerConnection, max_sessions: int) -> None:
+        """Feed one operator connection until it closes."""
+        sub = self.bus.subscribe()
+        owner = TaskOwner("operator")
+        self.connections += 1
+        try:
+            owner.create_task(self._ignore_input(ws, sub), "input")
+            await ws.send(json.dumps(self.hello(max_sessions)))
+            told = 0
+            async for event in sub:
+                if sub.lost > told:
+                    await ws.send(json.dumps({"type": "lost", "count": sub.lost - told}))
+                    told = sub.lost
+                message = {"type": event.type, **event.data}
+                await ws.send(json.dumps(message))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections -= 1
+            self.bus.unsubscribe(sub)
+            await owner.cancel_tasks()
+
+    @staticmethod
+    async def _ignore_input(ws: ServerConnection, sub: Subscription) -> None:
+        """Read (and drop) what the operator sends, so that a closed socket ends the feed."""
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pass
+        sub.close()
