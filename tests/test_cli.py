@@ -33,7 +33,6 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     "argv",
     [
         ["dashboard"],
-        ["bench", "conversation"],
     ],
 )
 def test_commands_not_built_yet_say_so_plainly(

@@ -12,9 +12,6 @@ import gc
 import json
 import os
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -24,10 +21,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.fakes import FakeASR, FakeLLM, FakeTTS
+from tests.servers import MakeServer, http_get, make_settings, ws_url
 from tests.speech import silence_16k, speech_16k
 from voice_agent.audio.pcm import dbfs, resample
-from voice_agent.audio.vad import vad_factory
-from voice_agent.bench.caller import Caller
+from voice_agent.bench.caller import PcmCaller, WebRTCCaller
 from voice_agent.config import Settings
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
@@ -35,63 +32,6 @@ from voice_agent.server import Server, ServerError
 from voice_agent.session import Engines
 
 QUESTION = "What is the capital of France?"
-MakeServer = Callable[..., Awaitable[Server]]
-
-
-def make_settings(metrics: dict[str, Any] | None = None, **server: Any) -> Settings:
-    return Settings.model_validate(
-        {
-            "server": {"port": 0, **server},
-            "personas": {"dirs": []},
-            "turns": {"smart_turn": False},
-            "metrics": metrics or {},
-        }
-    )
-
-
-def fake_engines(store: ModelStore, settings: Settings, replies: int = 100) -> Engines:
-    return Engines(
-        asr=FakeASR(["what is the capital of france"] * replies),
-        llm=FakeLLM(["Paris is the capital."], repeat_last=True),
-        tts={"piper": FakeTTS()},
-        executor=EngineExecutor(workers=2),
-        vad=vad_factory(settings.vad, store),
-    )
-
-
-@pytest.fixture
-async def make_server(store: ModelStore) -> AsyncIterator[MakeServer]:
-    servers: list[Server] = []
-
-    async def make(
-        engines: Engines | None = None, metrics: dict[str, Any] | None = None, **server: Any
-    ) -> Server:
-        settings = make_settings(metrics, **server)
-        s = Server(settings, engines or fake_engines(store, settings))
-        await s.start()
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        await s.stop(0)
-        s.engines.executor.shutdown()
-
-
-def ws_url(server: Server, path: str) -> str:
-    return server.url.replace("http://", "ws://") + path
-
-
-async def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
-    def get() -> tuple[int, str, bytes]:
-        request = urllib.request.Request(url, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as r:
-                return r.status, r.headers.get("Content-Type", ""), r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers.get("Content-Type", ""), e.read()
-
-    return await asyncio.to_thread(get)
 
 
 async def events_until(
@@ -369,7 +309,7 @@ async def test_fifty_sessions_opened_and_closed_leave_nothing_behind(
     fds = len(os.listdir("/proc/self/fd"))
     url = ws_url(server, "")
     for i in range(25):  # WebRTC: a real peer each time, left in three different ways
-        caller = await Caller.connect(url)
+        caller = await WebRTCCaller.connect(url)
         await caller.wait_for("session")
         if i % 3 == 0:
             await caller.ws.send(json.dumps({"type": "bye"}))
@@ -405,7 +345,7 @@ async def test_fifty_sessions_opened_and_closed_leave_nothing_behind(
 
 async def test_a_webrtc_caller_hears_a_reply_with_fake_engines(make_server: MakeServer) -> None:
     server = await make_server()
-    async with await Caller.connect(ws_url(server, ""), persona="sprinter") as caller:
+    async with await WebRTCCaller.connect(ws_url(server, ""), persona="sprinter") as caller:
         hello = await caller.wait_for("session")
         assert hello["persona"]["id"] == "sprinter"
         said = caller.say(speech_16k(QUESTION), 16000, "question")
@@ -419,6 +359,20 @@ async def test_a_webrtc_caller_hears_a_reply_with_fake_engines(make_server: Make
                 break
             await asyncio.sleep(0.02)
         assert caller.audible_ms() >= 360  # FakeTTS: 4 words x 100 ms
+
+
+async def test_a_pcm_caller_talking_in_real_time_hears_a_reply(make_server: MakeServer) -> None:
+    server = await make_server()
+    async with await PcmCaller.connect(ws_url(server, ""), rate=24000) as caller:
+        await caller.wait_for("session")
+        said = caller.say(speech_16k(QUESTION), 16000, "question")
+        final = await caller.wait_for(
+            "transcript", lambda e: e["role"] == "assistant" and e["final"]
+        )
+        assert final["text"] == "Paris is the capital."
+        heard_at = caller.first_audible(said.started)
+        assert heard_at is not None and heard_at > said.ended
+        assert caller.audible_ms() >= 380
 
 
 # --- the real models -----------------------------------------------------------------------
@@ -441,7 +395,7 @@ async def test_a_webrtc_conversation_with_the_real_models(
     server = Server(settings, real_engines)
     await server.start()
     try:
-        async with await Caller.connect(ws_url(server, "")) as caller:
+        async with await WebRTCCaller.connect(ws_url(server, "")) as caller:
             await caller.wait_for("session")
             said = caller.say(speech_16k(QUESTION), 16000, "question")
             user = await caller.wait_for(

@@ -36,7 +36,6 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 NOT_BUILT = {
     "talk": "talking through the local microphone is not built yet: see issue 5",
     "dashboard": "the latency dashboard is not built yet: see issue 6",
-    "bench conversation": "the conversation benchmark is not built yet: see issue 6",
 }
 
 
@@ -103,10 +102,21 @@ def _parser() -> argparse.ArgumentParser:
         "suite", nargs="?", choices=["models", "turns", "conversation"], help="default: all"
     )
     b.add_argument(
-        "--repeat", type=int, help="runs per figure (default: 20 for models, 10 for turns)"
+        "--repeat",
+        type=int,
+        help="runs per figure (default: 20 for models, 10 for turns); turns per simulated user "
+        "for conversation (default: 10)",
     )
     b.add_argument(
         "--json", type=Path, help="where to write the figures (default: bench-SUITE.json)"
+    )
+    conv = b.add_argument_group("conversation")
+    conv.add_argument("--url", help="a running server (ws://HOST:PORT); default: start one")
+    conv.add_argument("--sessions", type=int, default=1, help="simulated users at once")
+    conv.add_argument("--transport", choices=["webrtc", "pcm"], default="webrtc")
+    conv.add_argument("--persona", help="the simulated users' persona (default: the server's)")
+    conv.add_argument(
+        "--plot", type=Path, help="PNG of the latencies (default: bench-conversation.png)"
     )
     return p
 
@@ -225,31 +235,62 @@ def _speak(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from voice_agent.bench import figures, models, turntaking
+    from voice_agent.bench import conversation, figures, models, turntaking
 
-    if args.suite == "conversation":
-        print(f"voice-agent bench: {NOT_BUILT['bench conversation']}.", file=sys.stderr)
-        return EXIT_USAGE
     if args.repeat is not None and args.repeat < 1:
         raise ValueError("--repeat must be at least 1")
+    if args.sessions < 1:
+        raise ValueError("--sessions must be at least 1")
 
     def progress(what: str) -> None:
         print(f"bench: {what}…", file=sys.stderr)
 
-    for suite in [args.suite] if args.suite else ["models", "turns"]:
+    everything: list[figures.Figure] = []
+    for suite in [args.suite] if args.suite else ["models", "conversation"]:
+        details: dict[str, Any] = {}
         if suite == "models":
             results = models.run(settings, args.repeat or 20, progress)
-        else:
+        elif suite == "turns":
             results = asyncio.run(turntaking.run(settings, args.repeat or 10, progress))
-        print(figures.table(results))
+        else:
+            results, details = asyncio.run(
+                conversation.run(
+                    settings,
+                    url=args.url,
+                    sessions=args.sessions,
+                    turns=args.repeat or 10,
+                    transport=args.transport,
+                    argv=_settings_argv(args),
+                    progress=progress,
+                    persona=args.persona,
+                )
+            )
+            png = args.plot or Path("bench-conversation.png")
+            title = f"voice-agent bench conversation: {details['sessions']} x {args.transport}"
+            if conversation.plot(results, title, png):
+                print(f"plot written to {png}", file=sys.stderr)
+            else:
+                print("no plot: install voice-agent[bench] (matplotlib)", file=sys.stderr)
+        everything += results
+        if args.suite:
+            print(figures.table(results))
         path = Path(f"bench-{suite}.json")
         if args.json is not None:  # with every suite, each gets its own file next to it
             path = args.json if args.suite else args.json.with_stem(f"{args.json.stem}-{suite}")
-        path.write_text(json.dumps([f.as_json() for f in results], indent=2) + "\n")
+        body = [f.as_json() for f in results]
+        path.write_text(json.dumps({"figures": body, **details} if details else body, indent=2))
         print(f"figures written to {path}", file=sys.stderr)
-    if args.suite is None:
-        print(f"voice-agent bench: {NOT_BUILT['bench conversation']}.", file=sys.stderr)
+    if not args.suite:
+        print(figures.table(everything))
     return EXIT_OK
+
+
+def _settings_argv(args: argparse.Namespace) -> list[str]:
+    """The settings flags of this command, for a server it starts."""
+    argv = ["--config", str(args.config)] if args.config else []
+    for assignment in args.assignments:
+        argv += ["--set", assignment]
+    return argv
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -323,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_level != "debug":  # a line per ICE check and per connection: debug only
+        for chatty in ("aioice", "aiortc", "websockets"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.command == "personas":
         try:
             return _personas(args, settings)

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
-import ipaddress
 import json
 import logging
 import signal
@@ -55,7 +54,7 @@ from voice_agent.protocol import (
 )
 from voice_agent.session import Engines, Session
 from voice_agent.tasks import TaskOwner
-from voice_agent.transports.base import Transport
+from voice_agent.transports.base import Transport, is_loopback
 from voice_agent.transports.pcm import PcmTransport
 from voice_agent.transports.webrtc import WebRTCTransport, ice_on_loopback
 
@@ -82,15 +81,6 @@ MAX_OPERATORS = 8
 
 class ServerError(Exception):
     """The server cannot start as configured."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _hostname(host_header: str) -> str:

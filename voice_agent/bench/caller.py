@@ -1,14 +1,16 @@
-"""A simulated caller: a WebRTC peer (aiortc) that talks to a voice-agent server like a browser.
+"""Simulated callers: programs that talk to a voice-agent server the way its users do.
 
-`Caller.connect(url)` does the offer/answer over `/ws`, sends a scripted microphone (`say()`
-queues speech; silence otherwise, as a real microphone sends) and records what comes back:
-every event, and the reply's audio with its arrival time. Tests and benchmarks measure from the
-audio itself: when the caller stopped talking, and when the reply became audible.
+`WebRTCCaller` is a browser (an aiortc peer doing the offer/answer over `/ws`); `PcmCaller` is a
+program on `/pcm`. Both send a scripted microphone in real time (`say()` queues speech; silence
+otherwise, as a real microphone sends) and record what comes back: every event, and the reply's
+audio with its arrival time. Tests and benchmarks measure from the audio itself: when the caller
+stopped talking, and when the reply became audible.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import json
 import time
@@ -16,24 +18,30 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from voice_agent.audio.pcm import dbfs, resample
 from voice_agent.frames import PCM
 from voice_agent.tasks import TaskOwner
+from voice_agent.transports.base import is_loopback
+from voice_agent.transports.webrtc import ice_on_loopback
 
-MIC_RATE = 48000
 FRAME_MS = 20
+HEARD_RATE = 16000
+"""What the callers keep of the reply: 16 kHz mono."""
 
 
 @dataclass(slots=True)
 class Said:
-    """One utterance of the script: when its first and last samples went out (monotonic s)."""
+    """One utterance of the script: when its first sample went out and when it was all out
+    (monotonic s)."""
 
     label: str
     started: float = 0.0
@@ -41,51 +49,80 @@ class Said:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class MicTrack(MediaStreamTrack):
-    """The caller's microphone: scripted speech, silence in between, paced in real time."""
+class Mic:
+    """A scripted microphone: queued speech, silence in between, one frame at a time."""
 
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._frame = MIC_RATE * FRAME_MS // 1000
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.frame_samples = rate * FRAME_MS // 1000
         self._lines: deque[tuple[PCM, Said]] = deque()
         self._pos = 0
-        self._start: float | None = None
-        self._pts = 0
 
     def say(self, pcm: PCM, rate: int, label: str = "") -> Said:
         said = Said(label)
-        self._lines.append((resample(pcm, rate, MIC_RATE), said))
+        self._lines.append((resample(pcm, rate, self.rate), said))
         return said
 
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += self._frame
-            delay = self._start + self._pts / MIC_RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        frame = np.zeros(self._frame, np.int16)
+    def next_frame(self) -> PCM:
+        """The next 20 ms, as it goes out now."""
+        frame = np.zeros(self.frame_samples, np.int16)
         if self._lines:
             pcm, said = self._lines[0]
             if self._pos == 0:
                 said.started = time.monotonic()
-            part = pcm[self._pos : self._pos + self._frame]
+            part = pcm[self._pos : self._pos + self.frame_samples]
             frame[: len(part)] = part
             self._pos += len(part)
             if self._pos >= len(pcm):
-                said.ended = time.monotonic() + len(part) / MIC_RATE
+                said.ended = time.monotonic() + len(part) / self.rate
                 said.done.set()
                 self._lines.popleft()
                 self._pos = 0
+        return frame
+
+
+class _Clock:
+    """Paces frames in real time by a sample count (no drift, no burst after a stall)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._start: float | None = None
+        self.samples = 0
+
+    async def tick(self, samples: int) -> int:
+        """Wait until the next frame is due; return its position (pts) in samples."""
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+            return 0
+        self.samples += samples
+        delay = self._start + self.samples / self.rate - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -0.2:
+            self._start = now - self.samples / self.rate
+        return self.samples
+
+
+class MicTrack(MediaStreamTrack):
+    """A `Mic` as an outbound WebRTC audio track."""
+
+    kind = "audio"
+
+    def __init__(self, mic: Mic) -> None:
+        super().__init__()
+        self.mic = mic
+        self._clock = _Clock(mic.rate)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        pts = await self._clock.tick(self.mic.frame_samples)
+        frame = self.mic.next_frame()
         out = av.AudioFrame.from_ndarray(frame.reshape(1, -1), format="s16", layout="mono")
-        out.sample_rate = MIC_RATE
-        out.pts = self._pts
-        out.time_base = fractions.Fraction(1, MIC_RATE)
+        out.sample_rate = self.mic.rate
+        out.pts = pts
+        out.time_base = fractions.Fraction(1, self.mic.rate)
         return out
 
 
@@ -98,25 +135,93 @@ class Heard:
 
 
 class Caller(TaskOwner):
-    """One simulated browser; use `async with await Caller.connect(url) as caller`."""
+    """What both callers share: the script, the events and the reply's audio."""
 
-    def __init__(self, ws: ClientConnection, pc: RTCPeerConnection, mic: MicTrack) -> None:
+    def __init__(self, ws: ClientConnection, mic: Mic) -> None:
         super().__init__("caller")
         self.ws = ws
-        self.pc = pc
         self.mic = mic
         self.events: list[dict[str, Any]] = []
         self.heard: list[Heard] = []
         self._news = asyncio.Condition()
 
+    async def __aenter__(self) -> Caller:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def say(self, pcm: PCM, rate: int, label: str = "") -> Said:
+        return self.mic.say(pcm, rate, label)
+
+    async def _event(self, raw: str | bytes) -> None:
+        async with self._news:
+            self.events.append(json.loads(raw))
+            self._news.notify_all()
+
+    def _heard(self, pcm: PCM) -> None:
+        self.heard.append(Heard(time.monotonic(), pcm))
+
+    async def wait_for(
+        self,
+        kind: str,
+        where: Callable[[dict[str, Any]], bool] = lambda e: True,
+        within_s: float = 30,
+        after: int = 0,
+    ) -> dict[str, Any]:
+        """The first event of `kind` that `where` accepts, among those received from index
+        `after` on (received so far or to come)."""
+
+        async def find() -> dict[str, Any]:
+            async with self._news:
+                while True:
+                    for e in self.events[after:]:
+                        if e.get("type") == kind and where(e):
+                            return e
+                    await self._news.wait()
+
+        return await asyncio.wait_for(find(), within_s)
+
+    def first_audible(self, after: float, level_db: float = -40.0) -> float | None:
+        """When the first reply sample above `level_db` arrived, among audio that arrived
+        after `after` (20 ms chunks; the time is the sample's, within its chunk)."""
+        threshold = 32768 * 10 ** (level_db / 20)
+        for h in self.heard:
+            if h.at < after or not len(h.pcm):
+                continue
+            loud = np.flatnonzero(np.abs(h.pcm.astype(np.int32)) > threshold)
+            if len(loud):
+                return h.at - (len(h.pcm) - int(loud[0])) / HEARD_RATE
+        return None
+
+    def audible_ms(self, level_db: float = -40.0) -> float:
+        """How much of what arrived was above `level_db` (in ms of audio)."""
+        return sum(1000 * len(h.pcm) / HEARD_RATE for h in self.heard if dbfs(h.pcm) > level_db)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.cancel_tasks()
+
+
+class WebRTCCaller(Caller):
+    """A browser: WebRTC audio both ways, events over `/ws`."""
+
+    def __init__(self, ws: ClientConnection, pc: RTCPeerConnection, mic: Mic) -> None:
+        super().__init__(ws, mic)
+        self.pc = pc
+
     @classmethod
     async def connect(
         cls, url: str, persona: str | None = None, *, origin: str | None = None
-    ) -> Caller:
+    ) -> WebRTCCaller:
+        """`url`: the server's ws://host:port. A server on loopback is reached over loopback
+        only, as the server itself gathers (see `ice_on_loopback`)."""
+        if is_loopback(urlsplit(url).hostname or ""):
+            ice_on_loopback(True)
         ws = await connect(f"{url}/ws", origin=origin)  # type: ignore[arg-type]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        mic = MicTrack()
-        pc.addTrack(mic)
+        mic = Mic(48000)
+        pc.addTrack(MicTrack(mic))
         caller = cls(ws, pc, mic)
         try:
 
@@ -139,63 +244,59 @@ class Caller(TaskOwner):
             raise
         return caller
 
-    async def __aenter__(self) -> Caller:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def say(self, pcm: PCM, rate: int, label: str = "") -> Said:
-        return self.mic.say(pcm, rate, label)
-
     async def _read_events(self) -> None:
-        async for raw in self.ws:
-            async with self._news:
-                self.events.append(json.loads(raw))
-                self._news.notify_all()
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in self.ws:
+                await self._event(raw)
 
     async def _listen(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=HEARD_RATE)
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
             assert isinstance(frame, av.AudioFrame)
-            now = time.monotonic()
             for out in resampler.resample(frame):
-                self.heard.append(Heard(now, out.to_ndarray().reshape(-1).astype(np.int16)))
-
-    async def wait_for(
-        self,
-        kind: str,
-        where: Callable[[dict[str, Any]], bool] = lambda e: True,
-        within_s: float = 30,
-    ) -> dict[str, Any]:
-        """The first event of `kind` (received so far or to come) that `where` accepts."""
-
-        async def find() -> dict[str, Any]:
-            async with self._news:
-                while True:
-                    for e in self.events:
-                        if e.get("type") == kind and where(e):
-                            return e
-                    await self._news.wait()
-
-        return await asyncio.wait_for(find(), within_s)
-
-    def first_audible(self, after: float, level_db: float = -40.0) -> float | None:
-        """When the first 20 ms of reply audio above `level_db` arrived after `after`."""
-        for h in self.heard:
-            if h.at >= after and len(h.pcm) and dbfs(h.pcm) > level_db:
-                return h.at
-        return None
-
-    def audible_ms(self, level_db: float = -40.0) -> float:
-        """How much of what arrived was above `level_db` (in ms of audio)."""
-        return sum(1000 * len(h.pcm) / 16000 for h in self.heard if dbfs(h.pcm) > level_db)
+                self._heard(out.to_ndarray().reshape(-1).astype(np.int16))
 
     async def close(self) -> None:
         await self.pc.close()
-        await self.ws.close()
-        await self.cancel_tasks()
+        await super().close()
+
+
+class PcmCaller(Caller):
+    """A program on `/pcm`: 16-bit PCM both ways at `rate`, events as JSON."""
+
+    @classmethod
+    async def connect(cls, url: str, persona: str | None = None, rate: int = 16000) -> PcmCaller:
+        """`url`: the server's ws://host:port."""
+        ws = await connect(f"{url}/pcm")
+        caller = cls(ws, Mic(rate))
+        try:
+            start: dict[str, Any] = {"type": "start", "sample_rate": rate}
+            if persona is not None:
+                start["persona"] = persona
+            await ws.send(json.dumps(start))
+            caller.create_task(caller._read(), "read")
+            caller.create_task(caller._talk(), "talk")
+        except BaseException:
+            await caller.close()
+            raise
+        return caller
+
+    async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in self.ws:
+                if isinstance(raw, bytes):
+                    pcm = np.frombuffer(raw, "<i2").astype(np.int16)
+                    self._heard(resample(pcm, self.mic.rate, HEARD_RATE))
+                else:
+                    await self._event(raw)
+
+    async def _talk(self) -> None:
+        clock = _Clock(self.mic.rate)
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await clock.tick(self.mic.frame_samples)
+                await self.ws.send(self.mic.next_frame().astype("<i2").tobytes())

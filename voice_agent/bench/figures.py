@@ -15,11 +15,17 @@ class Figure:
     unit: str
     samples: list[float] = field(default_factory=list)
     target: float | None = None
-    """The median should be at most this (None: no target)."""
+    """The median (the share, for a share) should be at most this (None: no target)."""
+    p95_target: float | None = None
+    """The p95 should be at most this (None: no target)."""
+    share: bool = False
+    """Each sample is a yes (1) or a no (0): the figure is the share of yeses, not a median."""
 
     @property
     def median(self) -> float:
-        return float(np.median(self.samples)) if self.samples else float("nan")
+        if not self.samples:
+            return float("nan")
+        return float(np.mean(self.samples) if self.share else np.median(self.samples))
 
     @property
     def p95(self) -> float:
@@ -34,11 +40,14 @@ class Figure:
             "p95": round(self.p95, 4),
             "runs": len(self.samples),
             "target": self.target,
+            "p95_target": self.p95_target,
+            "share": self.share,
+            "samples": [round(x, 4) for x in self.samples],
         }
 
 
 def table(figures: list[Figure]) -> str:
-    """One line per figure: median, p95, runs, and the verdict against its target."""
+    """One line per figure: median (or share), p95, runs, and the verdict against its targets."""
     width = max([16, *(len(f.engine) for f in figures)])
     mwidth = max([16, *(len(f.metric) for f in figures)])
     lines = [
@@ -46,11 +55,13 @@ def table(figures: list[Figure]) -> str:
         f"{'runs':>4}  target"
     ]
     for f in figures:
-        verdict = (
-            ""
-            if f.target is None
-            else f"≤ {f.target:g} {'ok' if f.median <= f.target else 'MISSED'}"
-        )
+        verdicts = []
+        if f.target is not None:
+            what = "share" if f.share else "median"
+            verdicts.append(f"{what} ≤ {f.target:g} {'ok' if f.median <= f.target else 'MISSED'}")
+        if f.p95_target is not None:
+            verdicts.append(f"p95 ≤ {f.p95_target:g} {'ok' if f.p95 <= f.p95_target else 'MISSED'}")
+        verdict = ", ".join(verdicts)
         figures_ = f"{f.median:>9.3f} {f.p95:>9.3f}  {f.unit:<6} {len(f.samples):>4}"
         lines.append(f"{f.engine:<{width}} {f.metric:<{mwidth}} {figures_}  {verdict}")
     return "\n".join(lines)

@@ -23,15 +23,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-from voice_agent.audio.pcm import audible, dbfs, resample
-from voice_agent.backbone.base import TTSEngine
+from voice_agent.audio.pcm import dbfs
 from voice_agent.backbone.factory import load_engines
 from voice_agent.bench.figures import Figure
 from voice_agent.bench.room import Room
+from voice_agent.bench.script import (
+    BACKCHANNELS,
+    BARGE_INS,
+    PAUSE_S,
+    PAUSED,
+    QUESTIONS,
+    Line,
+    line,
+    trimmed,
+)
 from voice_agent.config import Settings
 from voice_agent.frames import PCM
 from voice_agent.persona import Persona, PersonaStore, Voice
@@ -40,25 +48,6 @@ from voice_agent.tasks import TaskOwner
 
 Progress = Callable[[str], None]
 
-QUESTIONS = [
-    "What is a good name for a black cat?",
-    "How do I keep basil fresh?",
-    "Can you suggest a quick dinner idea?",
-    "Why do leaves change colour in autumn?",
-    "What should I pack for a weekend hike?",
-    "How long should I boil an egg?",
-]
-PAUSED = [
-    ("My phone number is four one five", "two three nine, eight eight."),
-    ("I would like to order a", "large pizza with mushrooms."),
-    ("Can you tell me about the", "history of Rome?"),
-    ("So what I was thinking is that we could", "go to the beach on Saturday."),
-    ("Remind me to call", "my sister at six."),
-    ("The meeting is on", "Tuesday at ten."),
-]
-BARGE_INS = ["Wait, stop. What about London instead?", "Hold on, that is not what I asked."]
-BACKCHANNELS = ["Uh-huh.", "Yeah.", "Mm-hmm."]
-PAUSE_S = 0.6
 TARGETS = {"speech end -> reply audio ready": 300.0, "onset -> ducked 20 dB": 100.0}
 
 
@@ -76,27 +65,6 @@ class ToneTTS:
         amplitude = 32767 * 10 ** (self.level_dbfs / 20) * np.sqrt(2)
         pcm: PCM = (amplitude * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
         return pcm
-
-
-@dataclass(slots=True)
-class _Line:
-    pcm: PCM
-    first: int
-    """First audible sample."""
-    last: int
-    """Last audible sample."""
-
-
-def _line(tts: TTSEngine, text: str, rate: int) -> _Line:
-    pcm = resample(tts.synthesize(text, Voice(id="joe")), tts.sample_rate, rate)
-    first, end = audible(pcm)
-    return _Line(pcm, first, end - 1)
-
-
-def _trimmed(line: _Line, rate: int) -> PCM:
-    """The audible part of a line, with 20 ms either side."""
-    pad = rate // 50
-    return line.pcm[max(0, line.first - pad) : line.last + pad]
 
 
 @contextlib.asynccontextmanager
@@ -130,7 +98,7 @@ def _ms(samples: float, rate: int) -> float:
 
 
 async def bench_latency(
-    settings: Settings, persona: Persona, engines: Engines, lines: list[_Line], repeats: int
+    settings: Settings, persona: Persona, engines: Engines, lines: list[Line], repeats: int
 ) -> list[Figure]:
     rate = settings.audio.sample_rate
     figures: list[Figure] = []
@@ -176,9 +144,9 @@ async def bench_duck(
     settings: Settings,
     persona: Persona,
     engines: Engines,
-    question: _Line,
-    barge_ins: list[_Line],
-    backchannels: list[_Line],
+    question: Line,
+    barge_ins: list[Line],
+    backchannels: list[Line],
     repeats: int,
 ) -> list[Figure]:
     rate = settings.audio.sample_rate
@@ -248,7 +216,7 @@ async def bench_pauses(
     settings: Settings,
     persona: Persona,
     engines: Engines,
-    halves: list[tuple[_Line, _Line]],
+    halves: list[tuple[Line, Line]],
     texts: list[tuple[str, str]],
     progress: Progress,
 ) -> list[Figure]:
@@ -258,9 +226,9 @@ async def bench_pauses(
     gap = np.zeros(int(PAUSE_S * rate), np.int16)
     async with _session(settings, persona, engines) as room:
         for (first, second), (said_first, said_second) in zip(halves, texts, strict=True):
-            room.say(_trimmed(first, rate))
+            room.say(trimmed(first, rate))
             room.say(gap)
-            said = await room.said(room.say(_trimmed(second, rate)))
+            said = await room.said(room.say(trimmed(second, rate)))
             resumed = said.start
             end = said.end - rate // 50
             ended = await _until(room, "end_of_turn", resumed - int(PAUSE_S * rate))
@@ -287,10 +255,10 @@ async def run(settings: Settings, repeats: int, progress: Progress) -> list[Figu
     try:
         voice = engines.tts["piper"]
         progress("voicing the script")
-        questions = [_line(voice, q, rate) for q in QUESTIONS]
-        halves = [(_line(voice, a, rate), _line(voice, b, rate)) for a, b in PAUSED]
-        barge_ins = [_line(voice, t, rate) for t in BARGE_INS]
-        backchannels = [_line(voice, t, rate) for t in BACKCHANNELS]
+        questions = [line(voice, q, rate) for q in QUESTIONS]
+        halves = [(line(voice, a, rate), line(voice, b, rate)) for a, b in PAUSED]
+        barge_ins = [line(voice, t, rate) for t in BARGE_INS]
+        backchannels = [line(voice, t, rate) for t in BACKCHANNELS]
         progress(f"latency: {repeats} turns with preemptive replies, {repeats} without")
         figures = await bench_latency(settings, persona, engines, questions, repeats)
         progress(f"duck: {repeats} barge-ins and backchannels")

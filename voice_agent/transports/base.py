@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -34,3 +35,13 @@ class Transport(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release sockets, tracks, devices. Idempotent."""
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, 127.x.y.z, ::1 (with or without brackets)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,57 @@
+"""A server on loopback with fake engines (and the real VAD), for fast tests of the server and of
+what talks to it."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tests.fakes import FakeASR, FakeLLM, FakeTTS
+from voice_agent.audio.vad import vad_factory
+from voice_agent.config import Settings
+from voice_agent.executor import EngineExecutor
+from voice_agent.modelfiles import ModelStore
+from voice_agent.server import Server
+from voice_agent.session import Engines
+
+MakeServer = Callable[..., Awaitable[Server]]
+
+
+def make_settings(metrics: dict[str, Any] | None = None, **server: Any) -> Settings:
+    return Settings.model_validate(
+        {
+            "server": {"port": 0, **server},
+            "personas": {"dirs": []},
+            "turns": {"smart_turn": False},
+            "metrics": metrics or {},
+        }
+    )
+
+
+def fake_engines(store: ModelStore, settings: Settings, replies: int = 100) -> Engines:
+    return Engines(
+        asr=FakeASR(["what is the capital of france"] * replies),
+        llm=FakeLLM(["Paris is the capital."], repeat_last=True),
+        tts={"piper": FakeTTS()},
+        executor=EngineExecutor(workers=2),
+        vad=vad_factory(settings.vad, store),
+    )
+
+
+def ws_url(server: Server, path: str) -> str:
+    return server.url.replace("http://", "ws://") + path
+
+
+async def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    def get() -> tuple[int, str, bytes]:
+        request = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, r.headers.get("Content-Type", ""), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Content-Type", ""), e.read()
+
+    return await asyncio.to_thread(get)

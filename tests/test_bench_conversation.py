@@ -1,0 +1,90 @@
+"""`voice-agent bench conversation` against a server whose engines are fakes with known timings:
+the figures it reads off the audio must agree with what the server did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeASR, FakeLLM, FakeTTS
+from tests.servers import MakeServer, make_settings, ws_url
+from voice_agent.audio.vad import vad_factory
+from voice_agent.bench import conversation
+from voice_agent.bench.figures import Figure, table
+from voice_agent.executor import EngineExecutor
+from voice_agent.modelfiles import ModelStore
+from voice_agent.session import Engines
+
+pytestmark = pytest.mark.slow  # real time: a few turns of simulated conversation
+
+LONG_REPLY = " ".join(["word"] * 40) + "."  # FakeTTS: 100 ms a word, 4 s
+
+
+def engines(store: ModelStore) -> Engines:
+    settings = make_settings()
+    return Engines(
+        asr=FakeASR(["please tell me more about that"] * 100),
+        llm=FakeLLM([LONG_REPLY], repeat_last=True),
+        tts={"piper": FakeTTS()},
+        executor=EngineExecutor(workers=2),
+        vad=vad_factory(settings.vad, store),
+    )
+
+
+def by_metric(figures: list[Figure]) -> dict[str, Figure]:
+    return {f.metric: f for f in figures}
+
+
+async def test_a_patient_persona_is_measured_turn_by_turn(
+    make_server: MakeServer, store: ModelStore
+) -> None:
+    server = await make_server(engines(store))
+    figures, details = await conversation.run(
+        make_settings(),
+        url=ws_url(server, ""),
+        sessions=2,
+        turns=5,
+        transport="pcm",
+        argv=[],
+        progress=lambda _: None,
+        persona="tutor",  # 900 ms of silence ends a turn: the 600 ms pause must not
+    )
+    f = by_metric(figures)
+    assert details["failures"] == [] and details["missed"] == []
+    client, server_says = f["voice-to-voice, at the client"], f["voice-to-voice, server's report"]
+    assert len(client.samples) == len(server_says.samples) == 4  # two questions per user
+    # the tutor waits 900 ms of silence; the fakes answer at once; /pcm adds next to nothing
+    assert all(900 <= ms <= 1500 for ms in client.samples), client.samples
+    assert abs(client.median - server_says.median) < 120
+    assert f["false cut-offs"].samples == [0.0, 0.0]
+    barge = f["barge-in: onset -> reply 20 dB down"]
+    assert len(barge.samples) == 2 and all(0 < ms < 1000 for ms in barge.samples)
+    assert len(f["backchannels kept"].samples) == 2
+    assert "client CPU" in f and "server CPU" not in f  # it did not start this server
+
+
+async def test_a_pause_longer_than_the_endpoint_is_a_false_cut_off(
+    make_server: MakeServer, store: ModelStore, tmp_path: Path
+) -> None:
+    server = await make_server(engines(store))
+    figures, _ = await conversation.run(
+        make_settings(),
+        url=ws_url(server, ""),
+        sessions=1,
+        turns=2,  # a question, then the sentence with a pause
+        transport="webrtc",
+        argv=[],
+        progress=lambda _: None,
+        persona="sprinter",  # 350 ms of silence ends a turn
+    )
+    f = by_metric(figures)
+    assert f["false cut-offs"].samples == [1.0]
+    assert f["false cut-offs"].median == 1.0 and "share ≤ 0.05 MISSED" in table(figures)
+    assert len(f["voice-to-voice, at the client"].samples) == 1
+    png = tmp_path / "plot.png"
+    assert conversation.plot(figures, "test", png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = [fig.as_json() for fig in figures]
+    assert json.loads(json.dumps(record))[0]["samples"]

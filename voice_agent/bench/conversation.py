@@ -1,0 +1,356 @@
+"""`voice-agent bench conversation`: simulated people talking to a server, measured from outside.
+
+Each simulated user is a real client over a real transport (`WebRTCCaller`, the default, or
+`PcmCaller`), talking in real time with speech made by the project's own TTS. It goes through a
+script, turn after turn: a plain question; a sentence with a 600 ms pause in the middle; a
+request for a long reply that it interrupts ("Wait, stop..."); and a long reply over which it
+says "uh-huh". N users talk at once, each in its own session.
+
+Everything is measured at the client, from the audio itself, on one monotonic clock:
+- voice-to-voice: the last audible sample of the user's speech as it was sent -> the first
+  reply sample above -40 dBFS as it arrived. Beside it, the server's own figure for the same
+  turn (`turn_metrics.voice_to_voice_ms`, from its VAD's end of speech to its first frame sent):
+  the difference is what the transport and the measuring points add.
+- barge-in reaction: the first audible sample of the interruption as sent -> the first 20 ms of
+  reply that arrived at least 20 dB below the reply's level before it.
+- false cut-offs: the reply became audible during the mid-sentence pause or before the sentence
+  was finished; backchannels: the reply went on after the "uh-huh".
+- CPU: the server process's CPU time over the run (in cores), when this command started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voice_agent.audio.pcm import dbfs
+from voice_agent.backbone.factory import load_tts
+from voice_agent.bench.caller import Caller, PcmCaller, WebRTCCaller
+from voice_agent.bench.figures import Figure
+from voice_agent.bench.script import (
+    BACKCHANNELS,
+    BARGE_INS,
+    LONG_ASKS,
+    PAUSE_S,
+    PAUSED,
+    QUESTIONS,
+    Line,
+    line,
+    trimmed,
+)
+from voice_agent.config import Settings
+from voice_agent.modelfiles import ModelStore
+
+Progress = Callable[[str], None]
+RATE = 16000
+SCRIPT = ("question", "pause", "barge-in", "question", "backchannel")
+
+
+@dataclass(slots=True)
+class Lines:
+    questions: list[Line]
+    halves: list[tuple[Line, Line]]
+    asks: list[Line]
+    barge_ins: list[Line]
+    backchannels: list[Line]
+
+
+@dataclass(slots=True)
+class Result:
+    """What one simulated user measured."""
+
+    v2v_ms: list[float] = field(default_factory=list)
+    server_v2v_ms: list[float] = field(default_factory=list)
+    barge_ms: list[float] = field(default_factory=list)
+    cut: list[float] = field(default_factory=list)
+    kept: list[float] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+    """Turns that got no reply (or no measurable one), and why."""
+
+
+def voice_script(settings: Settings) -> Lines:
+    """Every line of the script, spoken by the project's own Piper voice."""
+    store = ModelStore(cache_dir=settings.engines.models_cache)
+    tts = load_tts("piper", settings.engines.tts, store)
+
+    def say(text: str) -> Line:
+        return line(tts, text, RATE)
+
+    return Lines(
+        questions=[say(q) for q in QUESTIONS],
+        halves=[(say(a), say(b)) for a, b in PAUSED],
+        asks=[say(q) for q in LONG_ASKS],
+        barge_ins=[say(t) for t in BARGE_INS],
+        backchannels=[say(t) for t in BACKCHANNELS],
+    )
+
+
+async def _audible_after(caller: Caller, t: float, within_s: float) -> float | None:
+    deadline = time.monotonic() + within_s
+    while (at := caller.first_audible(t)) is None:
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.02)
+    return at
+
+
+async def _quiet(caller: Caller, quiet_s: float = 1.0, within_s: float = 60) -> None:
+    """Until no reply audio has arrived for `quiet_s` (the reply is over)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        last = next((h.at for h in reversed(caller.heard) if dbfs(h.pcm) > -40), 0.0)
+        if time.monotonic() - last >= quiet_s:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _server_v2v(caller: Caller, after: int) -> float | None:
+    with contextlib.suppress(TimeoutError):
+        m = await caller.wait_for("turn_metrics", within_s=3, after=after)
+        value = m.get("voice_to_voice_ms")
+        return float(value) if isinstance(value, int | float) else None
+    return None
+
+
+async def _question(caller: Caller, q: Line, r: Result) -> None:
+    mark = len(caller.events)
+    said = caller.say(q.pcm, RATE, "question")
+    await said.done.wait()
+    end = said.started + q.last / RATE
+    heard = await _audible_after(caller, end, 30)
+    if heard is None:
+        r.missed.append("question: no reply within 30 s")
+        return
+    r.v2v_ms.append(1000 * (heard - end))
+    server = await _server_v2v(caller, mark)
+    if server is not None:
+        r.server_v2v_ms.append(server)
+
+
+async def _pause(caller: Caller, halves: tuple[Line, Line], r: Result) -> None:
+    first, second = halves
+    caller.say(trimmed(first, RATE), RATE, "first half")
+    caller.say(np.zeros(int(PAUSE_S * RATE), np.int16), RATE, "pause")
+    paused_at = time.monotonic()
+    said = caller.say(trimmed(second, RATE), RATE, "second half")
+    await said.done.wait()
+    end = said.ended - 0.02
+    early = caller.first_audible(paused_at)
+    r.cut.append(float(early is not None and early < end))
+    if await _audible_after(caller, paused_at, 30) is None:
+        r.missed.append("paused sentence: no reply within 30 s")
+
+
+async def _over_reply(caller: Caller, ask: Line, over: Line, barge: bool, r: Result) -> None:
+    said = caller.say(ask.pcm, RATE, "ask")
+    await said.done.wait()
+    heard = await _audible_after(caller, said.started + ask.last / RATE, 30)
+    if heard is None:
+        r.missed.append("long reply: no reply within 30 s")
+        return
+    await asyncio.sleep(max(0.0, heard + 1.2 - time.monotonic()))
+    before = [dbfs(h.pcm) for h in caller.heard if h.at >= heard + 0.2]
+    level = float(np.median([d for d in before if d > -40] or [-40.0]))
+    mark = len(caller.events)
+    words = caller.say(over.pcm, RATE, "barge-in" if barge else "backchannel")
+    await words.done.wait()
+    onset = words.started + over.first / RATE
+    if barge:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            down = next(
+                (h.at for h in caller.heard if h.at > onset and dbfs(h.pcm) <= level - 20), None
+            )
+            if down is not None:
+                r.barge_ms.append(1000 * (down - onset))
+                break
+            await asyncio.sleep(0.02)
+        else:
+            r.missed.append("barge-in: the reply did not go 20 dB down within 3 s")
+    else:
+        await asyncio.sleep(1.0)
+        cut = any(e.get("type") == "interrupted" for e in caller.events[mark:])
+        still = caller.first_audible(words.ended + 0.3) is not None
+        r.kept.append(float(not cut and still))
+
+
+async def simulate(caller: Caller, lines: Lines, turns: int, seed: int) -> Result:
+    """One user going through `turns` turns of the script."""
+    r = Result()
+    await caller.wait_for("session")
+    for i in range(turns):
+        k = seed + i
+        scenario = SCRIPT[i % len(SCRIPT)]
+        if scenario == "question":
+            await _question(caller, lines.questions[k % len(lines.questions)], r)
+        elif scenario == "pause":
+            await _pause(caller, lines.halves[k % len(lines.halves)], r)
+        else:
+            barge = scenario == "barge-in"
+            over = (lines.barge_ins if barge else lines.backchannels)[k % 2]
+            await _over_reply(caller, lines.asks[k % len(lines.asks)], over, barge, r)
+        await _quiet(caller)
+    return r
+
+
+@dataclass(slots=True)
+class Served:
+    url: str
+    """ws://host:port"""
+    pid: int | None
+    """The server's process, when this command started it (for its CPU use)."""
+
+
+@contextlib.asynccontextmanager
+async def self_started_server(argv: Sequence[str]) -> AsyncIterator[Served]:
+    """`voice-agent serve` in a child process on a free port, until the block ends.
+    `argv`: settings flags to pass on (--config, --set)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"voice-agent-bench-{port}.log"
+    with log.open("w") as out:
+        cmd = [sys.executable, "-m", "voice_agent", "serve", "--port", str(port), *argv]
+        child = await asyncio.create_subprocess_exec(*cmd, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if child.returncode is not None:
+                raise RuntimeError(f"the server exited ({child.returncode}); see {log}")
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(
+                    urllib.request.urlopen, f"http://127.0.0.1:{port}/healthz", timeout=2
+                )
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start within 3 minutes; see {log}")
+            await asyncio.sleep(0.5)
+        yield Served(f"ws://127.0.0.1:{port}", child.pid)
+    finally:
+        if child.returncode is None:
+            child.terminate()
+            try:
+                await asyncio.wait_for(child.wait(), 30)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(
+    settings: Settings,
+    *,
+    url: str | None,
+    sessions: int,
+    turns: int,
+    transport: str,
+    argv: Sequence[str],
+    progress: Progress,
+    persona: str | None = None,
+) -> tuple[list[Figure], dict[str, Any]]:
+    """Run the script with `sessions` users at once; the figures, and the details for JSON."""
+    progress("voicing the script with the project's TTS")
+    lines = await asyncio.to_thread(voice_script, settings)
+    server: contextlib.AbstractAsyncContextManager[Served]
+    if url is None:
+        progress("starting a server (voice-agent serve) for the bench")
+        server = self_started_server(argv)
+    else:
+        server = contextlib.nullcontext(Served(url.rstrip("/"), None))
+    async with server as served:
+        connect = WebRTCCaller.connect if transport == "webrtc" else PcmCaller.connect
+
+        async def one(i: int) -> Result:
+            async with await connect(served.url, persona) as caller:
+                return await simulate(caller, lines, turns, seed=i)
+
+        progress(f"{sessions} simulated users x {turns} turns over {transport}, in real time")
+        cpu0 = cpu_seconds(served.pid) if served.pid else None
+        client0, t0 = time.process_time(), time.monotonic()
+        outcomes = await asyncio.gather(*(one(i) for i in range(sessions)), return_exceptions=True)
+        wall = time.monotonic() - t0
+        server_cores = (
+            (cpu_seconds(served.pid) - cpu0) / wall if served.pid and cpu0 is not None else None
+        )
+        client_cores = (time.process_time() - client0) / wall
+    results = [o for o in outcomes if isinstance(o, Result)]
+    failures = [f"{type(o).__name__}: {o}" for o in outcomes if not isinstance(o, Result)]
+    for failure in failures:
+        progress(f"a simulated user failed: {failure}")
+    name = f"{sessions} x {transport}"
+
+    def every(pick: Callable[[Result], list[Any]]) -> list[Any]:
+        return [x for r in results for x in pick(r)]
+
+    v2v = Figure(name, "voice-to-voice, at the client", "ms", every(lambda r: r.v2v_ms))
+    v2v.target, v2v.p95_target = (300.0, 500.0) if sessions == 1 else (None, 800.0)
+    figures = [
+        v2v,
+        Figure(name, "voice-to-voice, server's report", "ms", every(lambda r: r.server_v2v_ms)),
+        Figure(
+            name,
+            "barge-in: onset -> reply 20 dB down",
+            "ms",
+            every(lambda r: r.barge_ms),
+            p95_target=100.0,
+        ),
+        Figure(name, "false cut-offs", "share", every(lambda r: r.cut), 0.05, share=True),
+        Figure(name, "backchannels kept", "share", every(lambda r: r.kept), share=True),
+        Figure(name, "client CPU", "cores", [client_cores]),
+    ]
+    if server_cores is not None:
+        figures.append(Figure(name, "server CPU", "cores", [server_cores]))
+    details = {
+        "sessions": sessions,
+        "turns_per_session": turns,
+        "transport": transport,
+        "persona": persona,
+        "wall_s": round(wall, 1),
+        "missed": every(lambda r: r.missed),
+        "failures": failures,
+    }
+    return figures, details
+
+
+def plot(figures: list[Figure], title: str, path: Path) -> bool:
+    """A PNG of the latency figures' distributions; False if matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    shown = [f for f in figures if f.unit == "ms" and f.samples]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.2 * len(shown) + 0.6), squeeze=False)
+    for ax, f in zip(axes[:, 0], shown, strict=True):
+        ax.hist(f.samples, bins=min(30, max(5, len(f.samples))), color="#d9480f", alpha=0.8)
+        ax.axvline(f.median, color="#222", linestyle="-", label=f"p50 {f.median:.0f} ms")
+        ax.axvline(f.p95, color="#222", linestyle="--", label=f"p95 {f.p95:.0f} ms")
+        for target in (f.target, f.p95_target):
+            if target is not None:
+                ax.axvline(target, color="#2b8a3e", linestyle=":", label=f"target {target:g} ms")
+        ax.set_title(f.metric, fontsize=10, loc="left")
+        ax.set_xlabel("ms")
+        ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
