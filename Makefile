@@ -9,8 +9,10 @@ ARGS ?=
 setup:
 	@scripts/bootstrap.sh dev,kokoro,multilingual
 
+# With a terminal attached, the server runs behind the latency dashboard (q quits both).
 run: setup
-	$(BIN)/voice-agent serve $(ARGS)
+	@if [ -t 0 ] && [ -t 1 ]; then $(BIN)/voice-agent serve --dashboard $(ARGS); \
+	else $(BIN)/voice-agent serve $(ARGS); fi
 
 test: setup lint typecheck unit
 

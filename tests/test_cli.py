@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from voice_agent.cli import NOT_BUILT, main
+from voice_agent.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ["serve", "talk", "transcribe", "speak", "personas", "models", "bench", "dashboard"]
@@ -27,21 +27,6 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     for name in SUBCOMMANDS:
         assert f"    {name}" in out
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["dashboard"],
-    ],
-)
-def test_commands_not_built_yet_say_so_plainly(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert NOT_BUILT[" ".join(argv)] in captured.err and "not built yet" in captured.err
 
 
 def test_validate_exits_0_for_good_files_and_1_with_line_numbered_problems(

@@ -185,7 +185,12 @@ def test_a_barge_in_shows_what_was_heard() -> None:
     assert t.at(
         2300, "playback_interrupted", heard="Once there was a fox. It ran", played_ms=1090
     ) == [
-        {"type": "interrupted", "heard": "Once there was a fox. It ran", "played_ms": 1090},
+        {
+            "type": "interrupted",
+            "heard": "Once there was a fox. It ran",
+            "played_ms": 1090,
+            "turn": 1,
+        },
         {
             "type": "transcript",
             "role": "assistant",

@@ -465,6 +465,7 @@ async def test_operators_see_every_sessions_events_and_the_last_turns(
     server = await make_server(metrics={"jsonl_path": str(log)})
     async with connect(ws_url(server, "/events")) as operator:
         hello = json.loads(await operator.recv())
+        boot = hello.pop("boot")
         assert hello == {"type": "hello", "max_sessions": 16, "sessions": [], "turns": []}
         async with connect(ws_url(server, "/pcm")) as ws:
             await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
@@ -478,7 +479,10 @@ async def test_operators_see_every_sessions_events_and_the_last_turns(
             }
             async with connect(ws_url(server, "/events")) as second:
                 now = json.loads(await second.recv())
-                assert [s["session"] for s in now["sessions"]] == [session]
+                assert now["boot"] == boot
+                assert [(s["session"], s["state"]) for s in now["sessions"]] == [
+                    (session, "listening")
+                ]
             await converse_pcm(ws, 16000)
         seen = await events_until(operator, "session_ended")
     kinds = {m["type"] for m in seen}
@@ -499,3 +503,12 @@ async def test_operators_see_every_sessions_events_and_the_last_turns(
     assert record["session"] == session and record["turn"] == 1
     assert record["interrupted"] is False and record["played_ms"] >= 380
     assert record["voice_to_voice_ms"] == metrics["voice_to_voice_ms"]
+
+
+async def test_stop_ends_the_dashboards_feeds_too(make_server: MakeServer) -> None:
+    server = await make_server()
+    async with connect(ws_url(server, "/events")) as operator:
+        assert json.loads(await operator.recv())["type"] == "hello"
+        await asyncio.wait_for(server.stop(grace_s=1), 5)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(operator.recv(), 5)

@@ -123,3 +123,24 @@ async def test_an_unusable_offer_is_refused_and_leaves_no_peer_open(sdp: str) ->
         if isinstance(o, RTCPeerConnection) and o.connectionState != "closed"
     ]
     assert open_peers == []
+
+
+async def test_the_answering_peer_holds_the_configured_jitter_frames() -> None:
+    client = RTCPeerConnection()
+    client.addTransceiver("audio")
+    await client.setLocalDescription(await client.createOffer())
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    transport, answer = await WebRTCTransport.accept(
+        client.localDescription.sdp, sample_rate=16000, frame_ms=20, send_json=send, jitter_frames=1
+    )
+    try:
+        assert "m=audio" in answer and "a=candidate" in answer
+        [receiver] = [t.receiver for t in transport.pc.getTransceivers()]
+        # aiortc's own buffer waits for 4 frames (80 ms) before it decodes anything
+        assert receiver._RTCRtpReceiver__jitter_buffer._prefetch == 1  # type: ignore[attr-defined]
+    finally:
+        await transport.close()
+        await client.close()

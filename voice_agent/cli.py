@@ -1,15 +1,15 @@
 """The `voice-agent` command.
 
-    voice-agent serve [--host H] [--port P] [--persona ID] [--config FILE]
+    voice-agent serve [--host H] [--port P] [--persona ID] [--config FILE] [--dashboard]
     voice-agent talk | transcribe FILE | speak TEXT -o FILE.wav
     voice-agent personas list | show ID | validate PATH...
     voice-agent models list | verify
     voice-agent config show
     voice-agent dashboard [--url ws://HOST:PORT]
-    voice-agent bench [models | conversation]
+    voice-agent bench [models | turns | conversation]
 
 Results go to stdout, logs and errors to stderr. Exit codes: 0 ok, 1 a problem with the input
-(a broken persona or config, say), 2 a usage error or a command not built yet.
+(a broken persona or config, say), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,11 +33,6 @@ from voice_agent.persona import PersonaStore, load_persona
 from voice_agent.yamlfile import FileError
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
-
-NOT_BUILT = {
-    "talk": "talking through the local microphone is not built yet: see issue 5",
-    "dashboard": "the latency dashboard is not built yet: see issue 6",
-}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--persona", help="default persona id")
-    sub.add_parser("talk", parents=[common], help="talk through the local microphone and speaker")
+    s.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="run the server in the background (log in ~/.cache/voice-agent/serve.log) and "
+        "show the latency dashboard; quitting it stops the server",
+    )
+    tk = sub.add_parser(
+        "talk", parents=[common], help="talk through the local microphone and speaker"
+    )
+    tk.add_argument("--persona", help="who to talk with (default: personas.default)")
     t = sub.add_parser("transcribe", parents=[common], help="speech to text (ASR mode)")
     t.add_argument(
         "file", help="wav/flac/ogg/mp3, or - for stdin (an audio file, or raw 16-bit mono PCM)"
@@ -96,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", parents=[common], help="the effective settings")
     c.add_argument("action", choices=["show"])
     d = sub.add_parser("dashboard", parents=[common], help="latency dashboard for a running server")
-    d.add_argument("--url", default="ws://127.0.0.1:8080")
+    d.add_argument(
+        "--url", default="ws://127.0.0.1:8080", help="the server (its token: server.token)"
+    )
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print figures")
     b.add_argument(
         "suite", nargs="?", choices=["models", "turns", "conversation"], help="default: all"
@@ -285,6 +292,38 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _serve_with_dashboard(argv: list[str], settings: Settings) -> int:
+    """The server as a child process, the dashboard in front of it (it waits while the models
+    load); when the dashboard quits, the server stops."""
+    import subprocess
+
+    from voice_agent.ui.dashboard import run_dashboard
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    log = Path(base) / "voice-agent" / "serve.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "voice_agent", *[a for a in argv if a != "--dashboard"]]
+    with log.open("w") as out:
+        child = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    print(f"voice-agent serve: server log in {log}", file=sys.stderr)
+    cfg = settings.server
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+    try:
+        code = run_dashboard(f"ws://{host}:{cfg.port}", token=cfg.token)
+    finally:
+        child.terminate()
+        try:
+            child.wait(cfg.shutdown_grace_s + 5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    if child.returncode not in (0, -15):
+        print(f"voice-agent serve: the server exited with {child.returncode}; see {log}",
+              file=sys.stderr)  # fmt: skip
+        return child.returncode if child.returncode > 0 else EXIT_INPUT
+    return code
+
+
 def _settings_argv(args: argparse.Namespace) -> list[str]:
     """The settings flags of this command, for a server it starts."""
     argv = ["--config", str(args.config)] if args.config else []
@@ -294,9 +333,12 @@ def _settings_argv(args: argparse.Namespace) -> list[str]:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from voice_agent.server import ServerError, run_server
+    from voice_agent.server import ServerError, check_binding, run_server
 
     try:
+        if args.dashboard:
+            check_binding(settings)
+            return _serve_with_dashboard(args.argv, settings)
         asyncio.run(run_server(settings))
     except ServerError as exc:
         print(f"voice-agent serve: {exc}", file=sys.stderr)
@@ -353,7 +395,9 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     try:
         settings = _settings(args)
     except FileError as exc:
@@ -388,8 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(settings_as_yaml(settings), end="")
         return EXIT_OK
-    print(f"voice-agent {args.command}: {NOT_BUILT[args.command]}.", file=sys.stderr)
-    return EXIT_USAGE
+    if args.command == "talk":
+        from voice_agent.talk import talk
+
+        return talk(settings, args.persona)
+    from voice_agent.ui.dashboard import run_dashboard
+
+    return run_dashboard(args.url, token=settings.server.token)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,10 @@ class ServerSettings(Section):
     max_sessions: Annotated[int, Field(ge=1, le=10_000)] = 16
     max_message_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
     shutdown_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    webrtc_jitter_frames: Annotated[int, Field(ge=1, le=16)] = 1
+    """20 ms audio frames the WebRTC receiver holds before decoding: every frame is 20 ms more
+    latency on every turn and barge-in. 1 suits loopback and LANs; raise it on lossy networks
+    (aiortc's own default is 4)."""
 
 
 class MetricsSettings(Section):

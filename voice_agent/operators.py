@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections import deque
 from typing import Any
 
@@ -34,10 +35,12 @@ class OperatorFeed:
         """The last `turns_kept` turns' metrics, oldest first (a ring)."""
         self._sessions: dict[str, dict[str, Any]] = {}
         self.connections = 0
+        self.boot = uuid.uuid4().hex[:12]
+        """Names this run of the server: session ids start over when it restarts."""
 
     def session_started(self, session: str, persona: dict[str, str], transport: str) -> None:
         info = {"session": session, "persona": persona, "transport": transport}
-        self._sessions[session] = {**info, "since": time.monotonic()}
+        self._sessions[session] = {**info, "state": "listening", "since": time.monotonic()}
         self._publish({"type": "session_started", **info})
 
     def session_ended(self, session: str) -> None:
@@ -49,11 +52,17 @@ class OperatorFeed:
         tagged = {**message, "session": session}
         if tagged["type"] == "turn_metrics":
             self.turns.append(tagged)
+        elif tagged["type"] == "state" and session in self._sessions:
+            self._sessions[session]["state"] = message["state"]
         self._publish(tagged)
 
     def _publish(self, message: dict[str, Any]) -> None:
         data = {k: v for k, v in message.items() if k != "type"}
         self.bus.publish(Event(message["type"], data))
+
+    def close(self) -> None:
+        """End every operator's feed (the server is stopping)."""
+        self.bus.close()
 
     def hello(self, max_sessions: int) -> dict[str, Any]:
         now = time.monotonic()
@@ -63,7 +72,13 @@ class OperatorFeed:
             for since in [info["since"]]
         ]
         turns = list(self.turns)[-HELLO_TURNS:]
-        return {"type": "hello", "max_sessions": max_sessions, "sessions": sessions, "turns": turns}
+        return {
+            "type": "hello",
+            "boot": self.boot,
+            "max_sessions": max_sessions,
+            "sessions": sessions,
+            "turns": turns,
+        }
 
     async def serve(self, ws: ServerConnection, max_sessions: int) -> None:
         """Feed one operator connection until it closes."""

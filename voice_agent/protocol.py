@@ -134,7 +134,12 @@ class WireEvents:
         elif kind == "playback_interrupted":
             if self._speaking:
                 heard = str(data.get("heard", ""))
-                yield {"type": "interrupted", "heard": heard, "played_ms": data.get("played_ms")}
+                yield {
+                    "type": "interrupted",
+                    "heard": heard,
+                    "played_ms": data.get("played_ms"),
+                    "turn": self._reply_turn,
+                }
                 yield {
                     "type": "transcript",
                     "role": "assistant",

@@ -174,6 +174,7 @@ class Server(TaskOwner):
                 await asyncio.wait_for(self._all_ended.wait(), grace)
         for session in list(self.sessions.values()):
             session.close()
+        self.operators.close()  # dashboards too: websockets closes a server's sockets only once
         self._ws.close(close_connections=True)
         await self._ws.wait_closed()
         self._ws = None
@@ -355,6 +356,7 @@ class Server(TaskOwner):
             sample_rate=self.settings.audio.sample_rate,
             frame_ms=self.settings.audio.output_frame_ms,
             send_json=send,
+            jitter_frames=self.settings.server.webrtc_jitter_frames,
         )
         try:
             await ws.send(json.dumps({"type": "answer", "sdp": answer}))

@@ -31,7 +31,7 @@ from voice_agent.audio.pcm import dbfs, resample
 from voice_agent.frames import PCM
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.base import is_loopback
-from voice_agent.transports.webrtc import ice_on_loopback
+from voice_agent.transports.webrtc import hold_frames, ice_on_loopback, received_pcm
 
 FRAME_MS = 20
 HEARD_RATE = 16000
@@ -212,16 +212,24 @@ class WebRTCCaller(Caller):
 
     @classmethod
     async def connect(
-        cls, url: str, persona: str | None = None, *, origin: str | None = None
+        cls,
+        url: str,
+        persona: str | None = None,
+        *,
+        origin: str | None = None,
+        jitter_frames: int = 1,
     ) -> WebRTCCaller:
         """`url`: the server's ws://host:port. A server on loopback is reached over loopback
-        only, as the server itself gathers (see `ice_on_loopback`)."""
+        only, as the server itself gathers (see `ice_on_loopback`). `jitter_frames`: what the
+        caller holds before decoding the reply (a browser's adaptive buffer holds about one
+        20 ms frame on a quiet network; aiortc's default, 4, would add 60 ms to every figure)."""
         if is_loopback(urlsplit(url).hostname or ""):
             ice_on_loopback(True)
         ws = await connect(f"{url}/ws", origin=origin)  # type: ignore[arg-type]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         mic = Mic(48000)
         pc.addTrack(MicTrack(mic))
+        hold_frames(pc, jitter_frames)
         caller = cls(ws, pc, mic)
         try:
 
@@ -250,15 +258,8 @@ class WebRTCCaller(Caller):
                 await self._event(raw)
 
     async def _listen(self, track: MediaStreamTrack) -> None:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=HEARD_RATE)
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            assert isinstance(frame, av.AudioFrame)
-            for out in resampler.resample(frame):
-                self._heard(out.to_ndarray().reshape(-1).astype(np.int16))
+        async for pcm in received_pcm(track, HEARD_RATE):
+            self._heard(pcm)
 
     async def close(self) -> None:
         await self.pc.close()

@@ -105,12 +105,15 @@ async def _audible_after(caller: Caller, t: float, within_s: float) -> float | N
     return at
 
 
-async def _quiet(caller: Caller, quiet_s: float = 1.0, within_s: float = 60) -> None:
-    """Until no reply audio has arrived for `quiet_s` (the reply is over)."""
+async def _quiet(caller: Caller, quiet_s: float = 0.5, within_s: float = 60) -> None:
+    """Until the reply is over, as a person would tell: the assistant says it is listening
+    again, and no reply audio has arrived for `quiet_s` (a pause between two sentences of a
+    reply, while the next one is being made, is not the end of it)."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
+        states = [e["state"] for e in caller.events if e.get("type") == "state"]
         last = next((h.at for h in reversed(caller.heard) if dbfs(h.pcm) > -40), 0.0)
-        if time.monotonic() - last >= quiet_s:
+        if states[-1:] in ([], ["listening"]) and time.monotonic() - last >= quiet_s:
             return
         await asyncio.sleep(0.05)
 
@@ -140,13 +143,12 @@ async def _question(caller: Caller, q: Line, r: Result) -> None:
 
 async def _pause(caller: Caller, halves: tuple[Line, Line], r: Result) -> None:
     first, second = halves
-    caller.say(trimmed(first, RATE), RATE, "first half")
+    began = caller.say(trimmed(first, RATE), RATE, "first half")
     caller.say(np.zeros(int(PAUSE_S * RATE), np.int16), RATE, "pause")
-    paused_at = time.monotonic()
     said = caller.say(trimmed(second, RATE), RATE, "second half")
     await said.done.wait()
-    end = said.ended - 0.02
-    early = caller.first_audible(paused_at)
+    paused_at, end = began.ended - 0.02, said.ended - 0.02
+    early = caller.first_audible(paused_at)  # a reply that came before they had finished
     r.cut.append(float(early is not None and early < end))
     if await _audible_after(caller, paused_at, 30) is None:
         r.missed.append("paused sentence: no reply within 30 s")

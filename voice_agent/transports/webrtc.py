@@ -29,6 +29,7 @@ import aioice.ice
 import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from voice_agent.events import Event
@@ -59,6 +60,36 @@ def ice_on_loopback(on: bool) -> None:
     """Gather ICE host candidates on 127.0.0.1 only (True) or on every interface but loopback
     (False, aioice's own choice). Process-wide: it applies to every peer connection made after."""
     aioice.ice.get_host_addresses = _loopback_only if on else _gather_all
+
+
+def hold_frames(pc: RTCPeerConnection, frames: int) -> None:
+    """Make the audio receivers of `pc` hold `frames` 20 ms frames before decoding.
+
+    aiortc gives every audio receiver a jitter buffer that waits for 4 frames (80 ms of latency
+    on everything the peer says) and has no setting for it; this replaces that buffer. Call it
+    once the transceivers exist, before media flows. A future aiortc without that private
+    attribute is left as it is (and says so in the log)."""
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        if transceiver.kind != "audio":
+            continue
+        if not hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
+            log.warning("this aiortc has no receiver jitter buffer to set; left as it is")
+            continue
+        receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=16, prefetch=frames)
+
+
+async def received_pcm(track: MediaStreamTrack, rate: int) -> AsyncIterator[PCM]:
+    """What an incoming audio track carries, as mono 16-bit PCM at `rate`, until it ends."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        assert isinstance(frame, av.AudioFrame)
+        for out in resampler.resample(frame):
+            yield out.to_ndarray().reshape(-1).astype(np.int16, copy=True)
 
 
 class ReplyTrack(MediaStreamTrack):
@@ -178,7 +209,13 @@ class WebRTCTransport(Transport):
 
     @classmethod
     async def accept(
-        cls, offer_sdp: str, *, sample_rate: int, frame_ms: int, send_json: SendJson
+        cls,
+        offer_sdp: str,
+        *,
+        sample_rate: int,
+        frame_ms: int,
+        send_json: SendJson,
+        jitter_frames: int = 1,
     ) -> tuple[WebRTCTransport, str]:
         """Answer an offer: the transport and the answer's SDP. A bad offer raises
         `ProtocolError("bad_offer")` and leaves nothing open."""
@@ -190,6 +227,7 @@ class WebRTCTransport(Transport):
             if kinds != ["audio"]:
                 raise ValueError(f"expected one audio track, got {kinds or 'none'}")
             pc.addTrack(transport.sink)
+            hold_frames(pc, jitter_frames)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await transport.close()
@@ -204,16 +242,8 @@ class WebRTCTransport(Transport):
             raise ConnectionError(
                 f"no audio from the peer within {CONNECT_TIMEOUT_S:.0f} s of the answer"
             ) from None
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            assert isinstance(frame, av.AudioFrame)
-            for out in resampler.resample(frame):
-                pcm = out.to_ndarray().reshape(-1).astype(np.int16, copy=True)
-                yield InputAudioFrame(pcm=pcm, sample_rate=self.sample_rate)
+        async for pcm in received_pcm(track, self.sample_rate):
+            yield InputAudioFrame(pcm=pcm, sample_rate=self.sample_rate)
 
     async def send_event(self, event: Event) -> None:
         for message in self._wire.translate(event):
