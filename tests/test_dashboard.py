@@ -26,6 +26,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Sparkline, Static
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from tests.servers import MakeServer
 from voice_agent.ui.dashboard import DashboardApp, run_dashboard
 from voice_agent.ui.dashboard_client import Backoff, events_url, follow_events, shown_url
 from voice_agent.ui.dashboard_model import (
@@ -613,3 +614,25 @@ async def test_the_main_screen_matches_its_snapshot(tmp_path: Path) -> None:
     assert "Paris is the capital (interrupted)" in text
     assert "and of Spain" in text
     assert "last: s2 engine: llm timed out (3s ago)" in text
+
+
+async def test_the_app_follows_a_real_server_while_a_caller_talks(make_server: MakeServer) -> None:
+    from tests.speech import speech_16k
+    from voice_agent.bench.caller import PcmCaller
+
+    server = await make_server()  # the real server, its /events feed, fake engines
+    url = server.url.replace("http://", "ws://")
+    app = DashboardApp(events_url(url, None), backoff=FAST)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, "the feed", lambda: "connected" in shown(app, "#status"))
+        async with await PcmCaller.connect(url, "tutor") as caller:
+            await wait_until(pilot, "the session", lambda: len(table_rows(app)) == 1)
+            assert table_rows(app)[0][1:3] == ["Professor Lin", "pcm"]
+            caller.say(speech_16k("What is the capital of France?"), 16000)
+            await caller.wait_for("turn_metrics", within_s=15)
+            await wait_until(pilot, "the turn", lambda: "turn 1" in shown(app, "#waterfall"))
+            await wait_until(
+                pilot, "the reply", lambda: "Paris is the capital." in shown(app, "#transcript")
+            )
+        await wait_until(pilot, "the end", lambda: table_rows(app)[0][3] == "ended")
+        assert re.search(r"voice to voice +\d+ ms +\d+ ms +1", shown(app, "#stats"))

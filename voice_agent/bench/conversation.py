@@ -51,6 +51,7 @@ from voice_agent.bench.script import (
 )
 from voice_agent.config import Settings
 from voice_agent.modelfiles import ModelStore
+from voice_agent.timeline import STAGES
 
 Progress = Callable[[str], None]
 RATE = 16000
@@ -72,6 +73,8 @@ class Result:
 
     v2v_ms: list[float] = field(default_factory=list)
     server_v2v_ms: list[float] = field(default_factory=list)
+    server_turns: list[dict[str, Any]] = field(default_factory=list)
+    """The server's `turn_metrics` of the measured turns: where its time went."""
     barge_ms: list[float] = field(default_factory=list)
     cut: list[float] = field(default_factory=list)
     kept: list[float] = field(default_factory=list)
@@ -118,11 +121,9 @@ async def _quiet(caller: Caller, quiet_s: float = 0.5, within_s: float = 60) -> 
         await asyncio.sleep(0.05)
 
 
-async def _server_v2v(caller: Caller, after: int) -> float | None:
+async def _server_metrics(caller: Caller, after: int) -> dict[str, Any] | None:
     with contextlib.suppress(TimeoutError):
-        m = await caller.wait_for("turn_metrics", within_s=3, after=after)
-        value = m.get("voice_to_voice_ms")
-        return float(value) if isinstance(value, int | float) else None
+        return await caller.wait_for("turn_metrics", within_s=3, after=after)
     return None
 
 
@@ -136,9 +137,10 @@ async def _question(caller: Caller, q: Line, r: Result) -> None:
         r.missed.append("question: no reply within 30 s")
         return
     r.v2v_ms.append(1000 * (heard - end))
-    server = await _server_v2v(caller, mark)
-    if server is not None:
-        r.server_v2v_ms.append(server)
+    server = await _server_metrics(caller, mark)
+    if server is not None and isinstance(server.get("voice_to_voice_ms"), int | float):
+        r.server_v2v_ms.append(float(server["voice_to_voice_ms"]))
+        r.server_turns.append(server)
 
 
 async def _pause(caller: Caller, halves: tuple[Line, Line], r: Result) -> None:
@@ -305,6 +307,17 @@ async def run(
     figures = [
         v2v,
         Figure(name, "voice-to-voice, server's report", "ms", every(lambda r: r.server_v2v_ms)),
+        *[
+            Figure(name, f"  server: {stage.replace('_', ' ')}", "ms", samples)
+            for stage in STAGES[:-1]
+            if (
+                samples := [
+                    t[f"{stage}_ms"]
+                    for t in every(lambda r: r.server_turns)
+                    if isinstance(t.get(f"{stage}_ms"), int | float)
+                ]
+            )
+        ],
         Figure(
             name,
             "barge-in: onset -> reply 20 dB down",

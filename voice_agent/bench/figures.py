@@ -50,7 +50,7 @@ def table(figures: list[Figure]) -> str:
     """One line per figure: median (or share), p95, runs, and the verdict against its targets."""
     width = max([16, *(len(f.engine) for f in figures)])
     mwidth = max([16, *(len(f.metric) for f in figures)])
-    lines = [
+    lines = [  # a share's "median" column holds the share of yeses
         f"{'engine':<{width}} {'metric':<{mwidth}} {'median':>9} {'p95':>9}  {'unit':<6} "
         f"{'runs':>4}  target"
     ]
@@ -62,6 +62,7 @@ def table(figures: list[Figure]) -> str:
         if f.p95_target is not None:
             verdicts.append(f"p95 ≤ {f.p95_target:g} {'ok' if f.p95 <= f.p95_target else 'MISSED'}")
         verdict = ", ".join(verdicts)
-        figures_ = f"{f.median:>9.3f} {f.p95:>9.3f}  {f.unit:<6} {len(f.samples):>4}"
+        p95 = f"{'':>9}" if f.share else f"{f.p95:>9.3f}"
+        figures_ = f"{f.median:>9.3f} {p95}  {f.unit:<6} {len(f.samples):>4}"
         lines.append(f"{f.engine:<{width}} {f.metric:<{mwidth}} {figures_}  {verdict}")
     return "\n".join(lines)

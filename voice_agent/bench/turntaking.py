@@ -111,7 +111,7 @@ async def bench_latency(
         ended = Figure(name, "speech end -> end of turn", "ms")
         after_end = Figure(name, "end of turn -> reply audio ready", "ms")
         out = Figure(name, "speech end -> first audio out", "ms")
-        finished = Figure(name, "judged finished (1 = yes)", "")
+        finished = Figure(name, "judged finished", "share", share=True)
         async with _session(s, persona, engines) as room:
             for i in range(repeats):
                 line = lines[i % len(lines)]
@@ -161,9 +161,9 @@ async def bench_duck(
     )
     latency = Figure("barge-in", "onset -> ducked 20 dB", "ms")
     depth = Figure("barge-in", "duck depth", "dB")
-    stayed = Figure("barge-in", "stayed down (1 = yes)", "")
+    stayed = Figure("barge-in", "stayed down", "share", share=True)
     confirmed = Figure("barge-in", "onset -> reply stopped", "ms")
-    kept = Figure("backchannel", "reply kept (1 = yes)", "")
+    kept = Figure("backchannel", "reply kept", "share", share=True)
     back_up = Figure("backchannel", "onset -> back to full level", "ms")
     full = tone.level_dbfs
     async with _session(settings, persona, toned) as room:
@@ -221,7 +221,7 @@ async def bench_pauses(
     progress: Progress,
 ) -> list[Figure]:
     rate = settings.audio.sample_rate
-    cut = Figure("mid-sentence pause", "cut off at the pause (1 = yes)", "")
+    cut = Figure("mid-sentence pause", "cut off at the pause", "share", share=True)
     waited = Figure("mid-sentence pause", "speech end -> end of turn", "ms")
     gap = np.zeros(int(PAUSE_S * rate), np.int16)
     async with _session(settings, persona, engines) as room:
