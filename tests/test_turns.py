@@ -328,6 +328,24 @@ async def test_a_backchannel_followed_at_once_by_real_words_still_interrupts() -
         assert h.before(InterruptionFrame, UserTurnFrame)
 
 
+async def test_a_whole_question_the_model_doubts_ends_after_the_short_silence() -> None:
+    async with Harness(POLICY, score=0.85) as h:  # below the threshold, above QUESTION_FLOOR
+        await h.utterance("What should I pack for a weekend hike?")
+        await h.audio(360)
+        (end,) = h.of(EndOfTurnFrame)
+        assert end.reason == "finished question"
+
+
+async def test_a_question_the_model_thinks_unfinished_still_waits() -> None:
+    async with Harness(POLICY, score=0.3) as h:
+        await h.utterance("Can you tell me about the history of?")
+        await h.audio(1200)
+        assert not h.of(EndOfTurnFrame)
+        await h.audio(200)
+        (end,) = h.of(EndOfTurnFrame)
+        assert end.reason == "long silence after an unfinished turn"
+
+
 async def test_a_turn_that_stops_on_a_hanging_word_waits_whatever_the_model_says() -> None:
     async with Harness(POLICY, score=0.99) as h:
         await h.utterance("I would like to order a")

@@ -390,13 +390,13 @@ class Server(TaskOwner):
         except BaseException:
             await transport.close()
             raise
-        self.metrics.session_started(kind)
         who = {"id": persona.id, "name": persona.name}
         # The observer outlives the session by a little: it reads the session's last events
         # (the last turn's record) after the session has closed its event bus.
         observer = self.create_task(self._observe(session.id, session.events()), "observe")
         async with session:
             self.sessions[session.id] = session
+            self.metrics.session_started(kind)
             self.operators.session_started(session.id, who, kind)
             try:
                 await self._sender(ws)(

@@ -110,6 +110,18 @@ def hangs(text: str) -> bool:
     return bool(ws) and ws[-1] in HANGING and not text.rstrip().endswith(("?", "!"))
 
 
+QUESTION_FLOOR = 0.5
+"""A turn the ASR wrote as a question ("...weekend hike?") is finished when the turn model gives
+it at least this. Whisper puts the question mark on a whole question only, and the model,
+which hears intonation, scores some finished questions well below its threshold once they have
+been through a codec (WebRTC's Opus: 0.85 for "What should I pack for a weekend hike?")."""
+
+
+def asks(text: str) -> bool:
+    """Whether a transcript is a whole question (it ends with a question mark)."""
+    return text.rstrip().endswith("?")
+
+
 def takes_the_floor(text: str, backchannels_interrupt: bool) -> bool:
     """Whether a transcript heard while the assistant speaks is an interruption."""
     ws = words(text)
@@ -418,14 +430,22 @@ class TurnStage(Stage):
             if silence_ms >= self.policy.unfinished_silence_ms:
                 self._end_turn("silence (turn model late)")
             return
-        endpoint_ms, hanging = self._endpoint_ms, hangs(" ".join(self._segments))
+        text = " ".join(self._segments)
+        endpoint_ms, hanging = self._endpoint_ms, hangs(text)
+        question = (
+            asks(text) and self._probability is not None and self._probability >= QUESTION_FLOOR
+        )
         if hanging:
             endpoint_ms = max(endpoint_ms, self.policy.unfinished_silence_ms)
+        elif question:
+            endpoint_ms = min(endpoint_ms, self.policy.endpoint_silence_ms)
         if silence_ms >= endpoint_ms:
             if hanging:
                 reason = "long silence after unfinished words"
             elif self._probability is None:
                 reason = "silence"
+            elif self._probability < self.policy.smart_turn_threshold and question:
+                reason = "finished question"
             elif endpoint_ms == self.policy.endpoint_silence_ms:
                 reason = "finished turn"
             else:

@@ -21,6 +21,7 @@ Everything is measured at the client, from the audio itself, on one monotonic cl
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -337,6 +338,9 @@ async def run(
         "transport": transport,
         "persona": persona,
         "wall_s": round(wall, 1),
+        "end_of_turn_reasons": dict(
+            collections.Counter(str(t.get("reason")) for t in every(lambda r: r.server_turns))
+        ),
         "missed": every(lambda r: r.missed),
         "failures": failures,
     }
