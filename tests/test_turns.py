@@ -199,6 +199,10 @@ async def test_a_word_while_the_assistant_speaks_ducks_it_then_interrupts() -> N
         await h.send(UserStartedSpeakingFrame())
         await h.audio(100)
         await h.send(TranscriptionFrame(text="Stop", final=False))
+        assert not h.of(InterruptionFrame)  # 220 ms: it may still be a backchannel
+        await h.audio(460)  # 680 ms
+        assert not h.of(InterruptionFrame)
+        await h.audio(20)  # 700 ms: longer than any backchannel
         (interruption,) = h.of(InterruptionFrame)
         assert interruption.reason == "barge-in"
         await h.bot(False)
@@ -221,6 +225,51 @@ async def test_a_backchannel_is_not_an_interruption_and_the_voice_comes_back() -
         await h.audio(1000)
         assert not h.of(UserTurnFrame) and not h.of(EndOfTurnFrame)
         assert "interruption_rejected" in h.kinds()
+
+
+async def test_a_short_sound_whose_partial_has_words_is_judged_by_its_final() -> None:
+    async with Harness(POLICY, score=0.97) as h:
+        await h.bot(True)
+        await h.send(SpeechOnsetFrame())
+        await h.audio(120)
+        await h.send(UserStartedSpeakingFrame())
+        await h.audio(300)
+        # Whisper's partial of a short "mm-hmm" (heard in `bench turns`)
+        await h.send(TranscriptionFrame(text="in a manner.", final=False))
+        await h.audio(80)
+        await h.send(UserStoppedSpeakingFrame(), TranscriptionFrame(text="Mm."))
+        await h.audio(200)
+        assert not h.of(InterruptionFrame)
+        assert [d.db for d in h.of(DuckOutputFrame)] == [24.0, 0.0]
+        assert "interruption_rejected" in h.kinds()
+
+
+async def test_a_short_interruption_whose_final_is_empty_goes_by_its_partial() -> None:
+    async with Harness(POLICY, score=0.97) as h:
+        await h.bot(True)
+        await h.send(SpeechOnsetFrame())
+        await h.audio(120)
+        await h.send(UserStartedSpeakingFrame())
+        await h.audio(300)
+        await h.send(TranscriptionFrame(text="Wait, stop.", final=False))
+        await h.audio(80)
+        await h.send(UserStoppedSpeakingFrame(), TranscriptionFrame(text=""))
+        assert [f.reason for f in h.of(InterruptionFrame)] == ["barge-in"]
+        assert dict(h.events)["interruption_confirmed"]["text"] == "Wait, stop."
+
+
+async def test_a_short_interruption_is_confirmed_by_its_final() -> None:
+    async with Harness(POLICY, score=0.97) as h:
+        await h.bot(True)
+        await h.send(SpeechOnsetFrame())
+        await h.audio(120)
+        await h.send(UserStartedSpeakingFrame())
+        await h.audio(300)
+        await h.send(TranscriptionFrame(text="Stop", final=False))
+        await h.audio(80)
+        assert not h.of(InterruptionFrame)
+        await h.send(UserStoppedSpeakingFrame(), TranscriptionFrame(text="Stop!"))
+        assert [f.reason for f in h.of(InterruptionFrame)] == ["barge-in"]
 
 
 async def test_a_brisk_persona_yields_to_any_speech_that_lasts_its_minimum() -> None:
@@ -334,6 +383,16 @@ async def test_a_whole_question_the_model_doubts_ends_after_the_short_silence() 
         await h.audio(360)
         (end,) = h.of(EndOfTurnFrame)
         assert end.reason == "finished question"
+
+
+async def test_a_question_mark_after_a_hanging_word_is_no_whole_question() -> None:
+    async with Harness(POLICY, score=0.85) as h:
+        await h.utterance("Can you tell me about the?")
+        await h.audio(1200)
+        assert not h.of(EndOfTurnFrame)
+        await h.audio(200)
+        (end,) = h.of(EndOfTurnFrame)
+        assert end.reason == "long silence after an unfinished turn"
 
 
 async def test_a_question_the_model_thinks_unfinished_still_waits() -> None:

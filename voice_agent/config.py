@@ -75,6 +75,10 @@ class TurnSettings(Section):
     min_interruption_ms: Ms = 300
     """Speech over the assistant that lasts this long may interrupt it: at once for a persona
     whose backchannels interrupt, otherwise once the ASR finds a word that is not a backchannel."""
+    backchannel_max_ms: Ms = 700
+    """Speech over the assistant shorter than this may be a backchannel ("mm-hmm"): only its
+    final transcript can make it an interruption, for Whisper's partial of a short backchannel
+    can be words ("in a manner."). Longer speech is confirmed by its partials as they come."""
     duck_db: Annotated[float, Field(ge=0, le=60)] = 24.0
     """How far the assistant's voice drops at the onset of the user's speech, until the speech
     is confirmed as an interruption (it stops) or not (it comes back up)."""

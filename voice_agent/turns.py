@@ -21,7 +21,10 @@ the assistant is speaking. It decides:
 - **Barge-in.** Speech onset while the assistant speaks ducks its voice at once
   (`DuckOutputFrame`). A persona whose backchannels interrupt yields once the speech has lasted
   its `min_interruption_ms` or the ASR yields a word; otherwise it takes a word that is not a
-  backchannel ("uh-huh", "yeah", "right"), asked of the ASR once the minimum has passed.
+  backchannel ("uh-huh", "yeah", "right"), asked of the ASR once the minimum has passed, and
+  from a partial transcript only once the speech has outlasted a backchannel
+  (`backchannel_max_ms`: Whisper's partial of a short "mm-hmm" can be words; the final is not
+  fooled so easily).
   Confirmed: the pipeline is interrupted (playback reports what was heard, the history keeps
   only that) and the speech becomes the user's turn. Not confirmed by the time the speech pauses
   (a cough, an "uh-huh"): the voice comes back up and the reply goes on, nothing lost. Speech
@@ -118,8 +121,10 @@ been through a codec (WebRTC's Opus: 0.85 for "What should I pack for a weekend 
 
 
 def asks(text: str) -> bool:
-    """Whether a transcript is a whole question (it ends with a question mark)."""
-    return text.rstrip().endswith("?")
+    """Whether a transcript is a whole question: it ends with a question mark, and not on a
+    word that needs more after it (Whisper wrote "Can you tell me about the?" once)."""
+    ws = words(text)
+    return text.rstrip().endswith("?") and bool(ws) and ws[-1] not in HANGING
 
 
 def takes_the_floor(text: str, backchannels_interrupt: bool) -> bool:
@@ -139,6 +144,7 @@ class TurnPolicy:
     smart_turn_threshold: float = 0.94
     preemptive_reply: bool = True
     min_interruption_ms: int = 300
+    backchannel_max_ms: int = 700
     backchannels_interrupt: bool = False
     duck_db: float = 24.0
     pause_ms: int = 160
@@ -163,6 +169,7 @@ class TurnPolicy:
                 if "min_interruption_ms" in mine
                 else settings.turns.min_interruption_ms
             ),
+            backchannel_max_ms=settings.turns.backchannel_max_ms,
             backchannels_interrupt=t.backchannels_interrupt,
             duck_db=settings.turns.duck_db,
             pause_ms=settings.vad.stop_ms,
@@ -234,6 +241,9 @@ class TurnStage(Stage):
         self._ducked = False
         self._barge = False
         self._requested_words = False
+        self._early_words = ""
+        """A partial with words that take the floor, heard before the speech outlasted a
+        backchannel: it confirms the barge-in once the speech does."""
         self._ended: _Ended | None = None
         self._scoring: asyncio.Task[None] | None = None
 
@@ -312,7 +322,7 @@ class TurnStage(Stage):
                 self._request_interruption("user resumed")
                 self._sent = (self._sent[0], "")  # its reply is gone: send the turn again
         elif self._bot_speaking:
-            self._barge, self._requested_words = True, False
+            self._barge, self._requested_words, self._early_words = True, False, ""
             if not self._ducked:
                 self._duck(True, "speech start")
             self.emit("barge_in_candidate")
@@ -356,7 +366,8 @@ class TurnStage(Stage):
     def _on_transcript(self, frame: TranscriptionFrame) -> None:
         if not frame.final:
             if self._barge and takes_the_floor(frame.text, self.policy.backchannels_interrupt):
-                self._confirm_barge("words", frame.text)
+                self._early_words = frame.text
+                self._check_barge_duration()
             return
         self._finals_due = max(0, self._finals_due - 1)
         if self._finals_due == 0:
@@ -364,6 +375,9 @@ class TurnStage(Stage):
         if self._barge:
             if takes_the_floor(frame.text, self.policy.backchannels_interrupt):
                 self._confirm_barge("words", frame.text)
+            elif self._early_words and not words(frame.text):
+                # the final heard nothing (Whisper's guards), a partial heard words: go by those
+                self._confirm_barge("words", self._early_words)
             elif self._speaking:  # they have started again: that stretch is the candidate now
                 return
             else:
@@ -469,6 +483,11 @@ class TurnStage(Stage):
 
     def _check_barge_duration(self) -> None:
         heard = self._speech_samples()
+        if self._early_words and (
+            self.policy.backchannels_interrupt or heard >= self._ms(self.policy.backchannel_max_ms)
+        ):
+            self._confirm_barge("words", self._early_words)
+            return
         if heard < self._ms(self.policy.min_interruption_ms):
             return
         if self.policy.backchannels_interrupt:
