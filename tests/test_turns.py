@@ -87,6 +87,14 @@ class Harness:
         if self.stage.turn_model is not None and self.stage._open:
             await self.until(lambda: self.kinds().count("turn_model") > scored)
 
+    async def speak_over_the_reply(self, ms: int) -> None:
+        """The assistant speaks; the user starts talking over it and goes on for `ms`."""
+        await self.bot(True)
+        await self.send(SpeechOnsetFrame())
+        await self.audio(120)
+        await self.send(UserStartedSpeakingFrame())
+        await self.audio(ms - 120)
+
     async def until(self, condition: Callable[[], bool]) -> None:
         """Until `condition` holds (the turn model answers from a thread; a busy machine may
         take a while), at most 5 s."""
@@ -229,11 +237,7 @@ async def test_a_backchannel_is_not_an_interruption_and_the_voice_comes_back() -
 
 async def test_a_short_sound_whose_partial_has_words_is_judged_by_its_final() -> None:
     async with Harness(POLICY, score=0.97) as h:
-        await h.bot(True)
-        await h.send(SpeechOnsetFrame())
-        await h.audio(120)
-        await h.send(UserStartedSpeakingFrame())
-        await h.audio(300)
+        await h.speak_over_the_reply(420)
         # Whisper's partial of a short "mm-hmm" (heard in `bench turns`)
         await h.send(TranscriptionFrame(text="in a manner.", final=False))
         await h.audio(80)
@@ -246,11 +250,7 @@ async def test_a_short_sound_whose_partial_has_words_is_judged_by_its_final() ->
 
 async def test_a_short_interruption_whose_final_is_empty_goes_by_its_partial() -> None:
     async with Harness(POLICY, score=0.97) as h:
-        await h.bot(True)
-        await h.send(SpeechOnsetFrame())
-        await h.audio(120)
-        await h.send(UserStartedSpeakingFrame())
-        await h.audio(300)
+        await h.speak_over_the_reply(420)
         await h.send(TranscriptionFrame(text="Wait, stop.", final=False))
         await h.audio(80)
         await h.send(UserStoppedSpeakingFrame(), TranscriptionFrame(text=""))
@@ -260,11 +260,7 @@ async def test_a_short_interruption_whose_final_is_empty_goes_by_its_partial() -
 
 async def test_a_short_interruption_is_confirmed_by_its_final() -> None:
     async with Harness(POLICY, score=0.97) as h:
-        await h.bot(True)
-        await h.send(SpeechOnsetFrame())
-        await h.audio(120)
-        await h.send(UserStartedSpeakingFrame())
-        await h.audio(300)
+        await h.speak_over_the_reply(420)
         await h.send(TranscriptionFrame(text="Stop", final=False))
         await h.audio(80)
         assert not h.of(InterruptionFrame)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+from voice_agent.transports.base import is_loopback
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +108,7 @@ async def follow_events(
                 open_timeout=5,
                 ping_interval=5,
                 ping_timeout=5,
-                proxy=None if host in LOOPBACK else True,
+                proxy=None if is_loopback(host) else True,
             ) as ws:
                 async for raw in ws:
                     message = decode(raw)

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ import yaml
 
 from voice_agent import __version__
 from voice_agent.config import Settings, load_settings, parse_assignment, settings_as_yaml
-from voice_agent.modelfiles import ModelError, ModelStore, installed
+from voice_agent.modelfiles import ModelError, ModelStore, default_cache_dir, installed
 from voice_agent.persona import PersonaStore, load_persona
 from voice_agent.yamlfile import FileError
 
@@ -299,8 +298,7 @@ def _serve_with_dashboard(argv: list[str], settings: Settings) -> int:
 
     from voice_agent.ui.dashboard import run_dashboard
 
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    log = Path(base) / "voice-agent" / "serve.log"
+    log = default_cache_dir().parent / "serve.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "voice_agent", *[a for a in argv if a != "--dashboard"]]
     with log.open("w") as out:

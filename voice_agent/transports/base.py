@@ -10,6 +10,7 @@ from typing import Any
 from voice_agent.audio.playback import AudioSink
 from voice_agent.events import Event
 from voice_agent.frames import Frame
+from voice_agent.protocol import WireEvents
 
 SendJson = Callable[[dict[str, Any]], Awaitable[None]]
 """How a network transport sends one JSON message (an event) to its peer."""
@@ -35,6 +36,19 @@ class Transport(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release sockets, tracks, devices. Idempotent."""
+
+
+class PeerTransport(Transport):
+    """A transport to a client of the wire protocol (docs/protocol.md): the session's events
+    reach it as the JSON messages `WireEvents` makes of them, through `send_json`."""
+
+    def __init__(self, send_json: SendJson) -> None:
+        self._send_json = send_json
+        self._wire = WireEvents()
+
+    async def send_event(self, event: Event) -> None:
+        for message in self._wire.translate(event):
+            await self._send_json(message)
 
 
 def is_loopback(host: str) -> bool:

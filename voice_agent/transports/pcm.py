@@ -15,10 +15,9 @@ import soxr
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from voice_agent.events import Event
 from voice_agent.frames import PCM, Frame, InputAudioFrame
-from voice_agent.protocol import Bye, ProtocolError, WireEvents, parse_client_message
-from voice_agent.transports.base import SendJson, Transport
+from voice_agent.protocol import Bye, ProtocolError, parse_client_message
+from voice_agent.transports.base import PeerTransport, SendJson
 
 
 class PcmSink:
@@ -45,14 +44,14 @@ class PcmSink:
         pass
 
 
-class PcmTransport(Transport):
+class PcmTransport(PeerTransport):
     """One program's session: PCM in and out over `ws`, at the client's `sample_rate`."""
 
     def __init__(
         self, ws: ServerConnection, sample_rate: int, pipeline_rate: int, send_json: SendJson
     ) -> None:
+        super().__init__(send_json)
         self._ws = ws
-        self._send_json = send_json
         self.sink = PcmSink(ws, sample_rate)
         self.pipeline_rate = pipeline_rate
         self._resampler = (
@@ -60,7 +59,6 @@ class PcmTransport(Transport):
             if sample_rate != pipeline_rate
             else None
         )
-        self._wire = WireEvents()
 
     async def frames(self) -> AsyncIterator[Frame]:
         try:
@@ -88,10 +86,6 @@ class PcmTransport(Transport):
         if self._resampler is None:
             return pcm
         return np.asarray(self._resampler.resample_chunk(pcm), np.int16)
-
-    async def send_event(self, event: Event) -> None:
-        for message in self._wire.translate(event):
-            await self._send_json(message)
 
     async def close(self) -> None:
         await self._ws.close()

@@ -32,10 +32,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from voice_agent.events import Event
 from voice_agent.frames import PCM, Frame, InputAudioFrame
-from voice_agent.protocol import ProtocolError, WireEvents
-from voice_agent.transports.base import SendJson, Transport
+from voice_agent.protocol import ProtocolError
+from voice_agent.transports.base import PeerTransport, SendJson
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +171,7 @@ class ReplyTrack(MediaStreamTrack):
         return frame
 
 
-class WebRTCTransport(Transport):
+class WebRTCTransport(PeerTransport):
     """One browser (or other WebRTC peer): audio over the peer connection, events as JSON."""
 
     sink: ReplyTrack
@@ -180,11 +179,10 @@ class WebRTCTransport(Transport):
     def __init__(
         self, pc: RTCPeerConnection, track: ReplyTrack, sample_rate: int, send_json: SendJson
     ) -> None:
+        super().__init__(send_json)
         self.pc = pc
         self.sink = track
         self.sample_rate = sample_rate
-        self._send_json = send_json
-        self._wire = WireEvents()
         self._inbound: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
         self.gone = asyncio.Event()
         """Set when the peer connection has failed or closed: the session should end."""
@@ -244,10 +242,6 @@ class WebRTCTransport(Transport):
             ) from None
         async for pcm in received_pcm(track, self.sample_rate):
             yield InputAudioFrame(pcm=pcm, sample_rate=self.sample_rate)
-
-    async def send_event(self, event: Event) -> None:
-        for message in self._wire.translate(event):
-            await self._send_json(message)
 
     async def close(self) -> None:
         if self._closed:
