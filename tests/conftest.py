@@ -3,7 +3,7 @@ with fake engines."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -58,3 +58,13 @@ async def make_server(store: ModelStore) -> AsyncIterator[MakeServer]:
     for s in servers:
         await s.stop(0)
         s.engines.executor.shutdown()
+
+
+@pytest.fixture(scope="session")
+def real_engines() -> Iterator[Engines]:
+    """The real models, loaded once for every slow test that serves them (Piper speaks)."""
+    from voice_agent.backbone.factory import load_engines
+
+    engines = load_engines(make_settings(), tts=("piper",))
+    yield engines
+    engines.close()

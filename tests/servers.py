@@ -31,11 +31,20 @@ def make_settings(metrics: dict[str, Any] | None = None, **server: Any) -> Setti
     )
 
 
-def fake_engines(store: ModelStore, settings: Settings, replies: int = 100) -> Engines:
+def fake_engines(
+    store: ModelStore,
+    settings: Settings,
+    replies: int = 100,
+    reply: str = "Paris is the capital.",
+    *,
+    speaks: bool = True,
+) -> Engines:
+    """Whatever is said is "what is the capital of france", the answer is `reply`; with
+    `speaks` False, no LLM and no TTS (a remote realtime backbone does both)."""
     return Engines(
         asr=FakeASR(["what is the capital of france"] * replies),
-        llm=FakeLLM(["Paris is the capital."], repeat_last=True),
-        tts={"piper": FakeTTS()},
+        llm=FakeLLM([reply], repeat_last=True) if speaks else None,
+        tts={"piper": FakeTTS()} if speaks else {},
         executor=EngineExecutor(workers=2),
         vad=vad_factory(settings.vad, store),
     )

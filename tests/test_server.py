@@ -378,15 +378,6 @@ async def test_a_pcm_caller_talking_in_real_time_hears_a_reply(make_server: Make
 # --- the real models -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def real_engines() -> Any:
-    from voice_agent.backbone.factory import load_engines
-
-    engines = load_engines(make_settings(), tts=("piper",))
-    yield engines
-    engines.close()
-
-
 @pytest.mark.slow
 async def test_a_webrtc_conversation_with_the_real_models(
     store: ModelStore, real_engines: Engines

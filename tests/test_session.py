@@ -86,6 +86,7 @@ async def test_barge_in_mid_reply_keeps_only_the_words_that_were_played() -> Non
         events = s.events()
         transport.say()
         truncated = await next_event(events, "history_truncated")
+        assert truncated.pop("id") == s.history.messages[-1].id  # the message it cut
         assert truncated == {"heard": "Once there was a fox. It ran", "played_ms": 700}
         assert len(transport.sink.frames) == 35  # nothing went out after the interruption
         assert transport.sink.cleared == 1  # what the device still held is dropped unheard

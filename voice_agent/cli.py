@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     conv = b.add_argument_group("conversation")
     conv.add_argument("--url", help="a running server (ws://HOST:PORT); default: start one")
     conv.add_argument("--sessions", type=int, default=1, help="simulated users at once")
-    conv.add_argument("--transport", choices=["webrtc", "pcm"], default="webrtc")
+    conv.add_argument("--transport", choices=["webrtc", "pcm", "realtime"], default="webrtc")
     conv.add_argument("--persona", help="the simulated users' persona (default: the server's)")
     conv.add_argument(
         "--plot", type=Path, help="PNG of the latencies (default: bench-conversation.png)"

@@ -139,10 +139,30 @@ class ExecutorSettings(Section):
     call_timeout_s: Annotated[float, Field(gt=0, le=600)] = 20.0
 
 
+class RealtimeBackboneSettings(Section):
+    """A remote OpenAI-Realtime-compatible service as the backbone (`engines.backbone:
+    realtime`): it hears the user's turns and speaks the replies; VAD, turn-taking, barge-in,
+    the local ASR (for turn decisions) and the metrics stay ours."""
+
+    url: str | None = None
+    """Its WebSocket, e.g. wss://api.openai.com/v1/realtime or ws://127.0.0.1:8080/v1/realtime."""
+    model: str | None = None
+    """Sent as `?model=`."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding its key (never written to config)."""
+    voice: str | None = None
+    """One of the service's voices (a persona id on a voice-agent server); unset: its default."""
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """Connecting, and waiting for each event of a reply: past this the turn ends in an error."""
+
+
 class EngineSettings(Section):
+    backbone: Literal["cascade", "realtime"] = "cascade"
+    """`cascade`: our ASR -> LLM -> TTS; `realtime`: the remote service of `realtime`."""
     asr: ASRSettings = ASRSettings()
     llm: LLMSettings = LLMSettings()
     tts: TTSSettings = TTSSettings()
+    realtime: RealtimeBackboneSettings = RealtimeBackboneSettings()
     executor: ExecutorSettings = ExecutorSettings()
     models_cache: Path | None = None
     """Where joined model files are kept (default: $XDG_CACHE_HOME/voice-agent)."""

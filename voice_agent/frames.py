@@ -162,6 +162,18 @@ class EndOfTurnFrame(SystemFrame):
 
 
 @dataclass(slots=True, kw_only=True)
+class CommitTurnFrame(SystemFrame):
+    """End the user's open turn now, once its transcripts are in (a client that decides turns
+    itself: the realtime API's `input_audio_buffer.commit`)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class DiscardTurnFrame(SystemFrame):
+    """Forget the user's open turn: what they said so far is not a turn (the realtime API's
+    `input_audio_buffer.clear`)."""
+
+
+@dataclass(slots=True, kw_only=True)
 class DuckOutputFrame(SystemFrame):
     """Lower the assistant's voice by `db` from now on (0: back to full level)."""
 
@@ -209,6 +221,14 @@ class UserTurnFrame(DataFrame):
     turn: int
     replaces: int = 0
     """An earlier turn this one continues (0: none): its messages give way to this one."""
+    respond: bool = True
+    """False: the turn joins the conversation, and the reply waits for a `ResponseRequestFrame`
+    (a client that asks for replies itself)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ResponseRequestFrame(DataFrame):
+    """Reply now, to the conversation as it stands (the realtime API's `response.create`)."""
 
 
 @dataclass(slots=True, kw_only=True)

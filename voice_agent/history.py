@@ -6,13 +6,15 @@ An assistant message that was cut off by a barge-in is truncated to the words th
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from voice_agent.persona import Persona
 
 Role = Literal["system", "user", "assistant"]
+_ids = itertools.count(1)
 
 
 @dataclass(slots=True)
@@ -20,6 +22,8 @@ class Message:
     role: Role
     content: str
     interrupted: bool = False
+    id: str = field(default_factory=lambda: f"msg_{next(_ids)}")
+    """Unique in the process: how clients of the realtime API name a conversation item."""
 
     def as_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
@@ -62,23 +66,59 @@ def approx_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+def system_prompt(persona: Persona) -> str:
+    """The persona's prompt with its manners (what it must never say)."""
+    system = persona.system_prompt.strip()
+    if persona.never_say:
+        system += "\nNever say: " + "; ".join(persona.never_say) + "."
+    return system
+
+
 class History:
     """User and assistant turns, oldest first."""
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
 
-    def add_user(self, text: str) -> None:
-        self.messages.append(Message("user", text))
-
-    def add_assistant(self, text: str) -> Message:
-        msg = Message("assistant", text)
-        self.messages.append(msg)
+    def add(self, role: Role, text: str, after: str | None = None) -> Message:
+        """Append a message, or insert it just after the message of id `after` ("" = first);
+        KeyError for an unknown id."""
+        msg = Message(role, text)
+        if after is None:
+            self.messages.append(msg)
+        else:
+            index = 0 if after == "" else self.messages.index(self.find(after)) + 1
+            self.messages.insert(index, msg)
         return msg
 
-    def retract_from(self, index: int) -> None:
-        """Forget the messages from `index` on (a turn that is being replaced)."""
-        del self.messages[index:]
+    def add_user(self, text: str) -> Message:
+        return self.add("user", text)
+
+    def add_assistant(self, text: str) -> Message:
+        return self.add("assistant", text)
+
+    def find(self, message_id: str) -> Message:
+        """The message of that id; KeyError if there is none (any more)."""
+        for msg in self.messages:
+            if msg.id == message_id:
+                return msg
+        raise KeyError(message_id)
+
+    def remove(self, message_id: str) -> Message:
+        """Forget one message; KeyError if there is no such message."""
+        msg = self.find(message_id)
+        self.messages.remove(msg)
+        return msg
+
+    def retract_from(self, msg: Message) -> list[Message]:
+        """Forget `msg` and every message after it (a turn that is being replaced); nothing if
+        it is no longer in the history. Returns what was forgotten."""
+        for index, m in enumerate(self.messages):
+            if m is msg:
+                gone = self.messages[index:]
+                del self.messages[index:]
+                return gone
+        return []
 
     def truncate(self, msg: Message, heard: str) -> None:
         """Keep only what was heard of an assistant message; remove it if nothing was."""
@@ -94,10 +134,7 @@ class History:
         count: Callable[[str], int] = approx_tokens,
     ) -> list[dict[str, str]]:
         """System prompt, few-shot examples, then as much recent history as fits the budget."""
-        system = persona.system_prompt.strip()
-        if persona.never_say:
-            system += "\nNever say: " + "; ".join(persona.never_say) + "."
-        head = [{"role": "system", "content": system}]
+        head = [{"role": "system", "content": system_prompt(persona)}]
         for ex in persona.examples:
             head += [
                 {"role": "user", "content": ex.user},

@@ -1,8 +1,10 @@
-"""One process: the browser page, WebRTC signaling, `/pcm`, `/personas`, `/healthz`, `/metrics`.
+"""One process: the browser page, WebRTC signaling, `/pcm`, `/v1/realtime`, `/personas`,
+`/healthz`, `/metrics`.
 
 `Server` answers plain HTTP GETs and WebSockets on one port (websockets' `process_request`
-serves the HTTP side). Each WebSocket on `/ws` or `/pcm` is one `Session` with its own pipeline
-and state; the engines and their executor are shared. See docs/protocol.md for what goes over
+serves the HTTP side). Each WebSocket on `/ws`, `/pcm` or `/v1/realtime` (the OpenAI Realtime
+API) is one `Session` with its own pipeline and state; the engines and their executor are
+shared. See docs/protocol.md for what goes over
 the wire; this module decides who may connect and owns each session's life:
 
 - Bound to loopback (the default), any local client may connect; bound elsewhere, the server
@@ -27,7 +29,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from voice_agent.backbone.realtime_client import RemoteRealtime, RemoteRealtimeError
+from voice_agent.backbone.realtime_stages import connect_backbone
 from voice_agent.config import Settings
 from voice_agent.events import Subscription
 from voice_agent.metrics import ServerMetrics, TurnLog
@@ -52,10 +56,12 @@ from voice_agent.protocol import (
     error_event,
     parse_client_message,
 )
+from voice_agent.realtime.conversation import RealtimeConversation
 from voice_agent.session import Engines, Session
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.base import Transport, is_loopback
 from voice_agent.transports.pcm import PcmTransport
+from voice_agent.transports.realtime_api import RealtimeTransport
 from voice_agent.transports.webrtc import WebRTCTransport, ice_on_loopback
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,8 @@ PUBLIC_PATHS = ("/", "/healthz")
 """Paths that need no token: the page and its static files carry no data, and a load
 balancer's health check has none to give."""
 CLOSE_POLICY, CLOSE_BUSY, CLOSE_ERROR = 1008, 1013, 1011
+SESSION_PATHS = {"/ws": "webrtc", "/pcm": "pcm", "/v1/realtime": "realtime"}
+"""WebSocket paths that each hold one session, and the transport they speak."""
 MAX_OPERATORS = 8
 """Dashboards attached at once (`/events`)."""
 
@@ -194,7 +202,7 @@ class Server(TaskOwner):
         public = path in PUBLIC_PATHS or path.startswith("/static/")
         if cfg.token and not public and not self._token_ok(request, url.query, cfg.token):
             return self._text(conn, HTTPStatus.UNAUTHORIZED, "a valid token is required")
-        if path in ("/ws", "/pcm", "/events"):
+        if path in SESSION_PATHS or path == "/events":
             origin = request.headers.get("Origin")
             allowed = {f"http://{host}", f"https://{host}", *cfg.allowed_origins}
             if origin is not None and origin not in allowed:
@@ -280,7 +288,7 @@ class Server(TaskOwner):
         if path == "/events":
             await self._events(ws)
             return
-        kind = "webrtc" if path == "/ws" else "pcm"
+        kind = SESSION_PATHS.get(path, "pcm")
         if self._draining or self._slots >= self.settings.server.max_sessions:
             self.metrics.rejected("busy")
             why = "shutting down" if self._draining else "too many sessions"
@@ -292,6 +300,8 @@ class Server(TaskOwner):
         try:
             if kind == "webrtc":
                 await self._webrtc(ws)
+            elif kind == "realtime":
+                await self._realtime(ws)
             else:
                 await self._pcm(ws)
         except ProtocolError as exc:
@@ -363,7 +373,9 @@ class Server(TaskOwner):
         except BaseException:
             await transport.close()
             raise
-        await self._converse(ws, transport, persona, "webrtc", {}, transport.gone.wait())
+        await self._converse(
+            ws, transport, persona, "webrtc", self._hello(ws, {}), transport.gone.wait()
+        )
 
     async def _pcm(self, ws: ServerConnection) -> None:
         start = await self._first_message(ws)
@@ -373,7 +385,32 @@ class Server(TaskOwner):
         transport = PcmTransport(
             ws, start.sample_rate, self.settings.audio.sample_rate, self._sender(ws)
         )
-        await self._converse(ws, transport, persona, "pcm", {"sample_rate": start.sample_rate})
+        hello = self._hello(ws, {"sample_rate": start.sample_rate})
+        await self._converse(ws, transport, persona, "pcm", hello)
+
+    async def _realtime(self, ws: ServerConnection) -> None:
+        """The OpenAI Realtime API: `?persona=` picks the persona (else the default; a
+        `session.update` may change it), `?model=` is only echoed back."""
+        assert ws.request is not None
+        query = parse_qs(urlsplit(ws.request.path).query)
+        persona = self._persona(query.get("persona", [None])[0])
+        model = query.get("model", ["voice-agent"])[0][:64]
+        beta = "realtime=v1" in ws.request.headers.get("OpenAI-Beta", "")
+        transport = RealtimeTransport(
+            ws,
+            self.settings.audio.sample_rate,
+            beta=beta,
+            max_append_bytes=self.settings.server.max_message_bytes,
+        )
+
+        async def hello(session: Session) -> None:
+            max_ms = 1000.0 * self.settings.audio.max_turn_s
+            conversation = RealtimeConversation(
+                session, self.personas, transport.send, model=model, beta=beta, max_buffer_ms=max_ms
+            )
+            transport.attach(conversation)
+
+        await self._converse(ws, transport, persona, "realtime", hello)
 
     async def _converse(
         self,
@@ -381,12 +418,14 @@ class Server(TaskOwner):
         transport: Transport,
         persona: Persona,
         kind: str,
-        extra: dict[str, Any],
+        hello: Callable[[Session], Awaitable[None]],
         gone: Awaitable[Any] | None = None,
     ) -> None:
-        """Run one session until it ends, the socket closes or the peer is gone."""
+        """Run one session until it ends, the socket closes or the peer is gone; `hello`
+        greets the client once the session has started."""
         try:
-            session = Session(self.settings, persona, transport, self.engines)
+            remote = await self._backbone(persona)
+            session = Session(self.settings, persona, transport, self.engines, remote=remote)
         except BaseException:
             await transport.close()
             raise
@@ -399,9 +438,7 @@ class Server(TaskOwner):
             self.metrics.session_started(kind)
             self.operators.session_started(session.id, who, kind)
             try:
-                await self._sender(ws)(
-                    {"type": "session", "id": session.id, "persona": who, **extra}
-                )
+                await hello(session)
                 session.create_task(self._close_when(ws.wait_closed(), session), "socket")
                 if gone is not None:
                     session.create_task(self._close_when(gone, session), "peer")
@@ -417,6 +454,27 @@ class Server(TaskOwner):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observer, 1.0)
         await ws.close()
+
+    async def _backbone(self, persona: Persona) -> RemoteRealtime | None:
+        """The remote realtime service a session speaks through, if that is the backbone."""
+        if self.settings.engines.backbone != "realtime":
+            return None
+        try:
+            return await connect_backbone(self.settings, persona)
+        except RemoteRealtimeError as exc:
+            log.warning("%s", exc)
+            raise ProtocolError("backbone_unavailable", str(exc)) from None
+
+    def _hello(
+        self, ws: ServerConnection, extra: dict[str, Any]
+    ) -> Callable[[Session], Awaitable[None]]:
+        """The `session` message of docs/protocol.md, with `extra` fields."""
+
+        async def hello(session: Session) -> None:
+            who = {"id": session.persona.id, "name": session.persona.name}
+            await self._sender(ws)({"type": "session", "id": session.id, "persona": who, **extra})
+
+        return hello
 
     async def _observe(self, session: str, events: Subscription) -> None:
         """What a session's client sees goes to Prometheus and the operators too; each turn's

@@ -14,13 +14,15 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
 from voice_agent.audio.playback import PlaybackStage
 from voice_agent.audio.vad import VADStage, VoiceActivity
 from voice_agent.backbone.base import ASREngine, GenerationParams, LLMEngine, TTSEngine
+from voice_agent.backbone.realtime_client import RemoteRealtime
+from voice_agent.backbone.realtime_stages import RemoteAudioStage, RemoteReplyStage
 from voice_agent.backbone.stages import ASRStage, LLMStage, TTSStage
 from voice_agent.backbone.text import normalize_for_speech
 from voice_agent.config import Settings
@@ -48,7 +50,8 @@ class Engines:
     """The engines sessions share, and the pool they run in."""
 
     asr: ASREngine
-    llm: LLMEngine
+    llm: LLMEngine | None
+    """None when a remote realtime service is the backbone (it thinks and speaks)."""
     tts: Mapping[str, TTSEngine]
     """By engine name ("piper", "kokoro"): a persona's voice picks one."""
     executor: EngineExecutor
@@ -60,7 +63,7 @@ class Engines:
 
     def close(self) -> None:
         """Release the engines' threads and models (at shutdown; sessions must have ended)."""
-        for engine in (self.asr, self.llm, *self.tts.values()):
+        for engine in (self.asr, self.llm, *self.tts.values()):  # (None has no close)
             close = getattr(engine, "close", None)
             if close is not None:
                 close()
@@ -89,6 +92,7 @@ class Session(TaskOwner):
         *,
         input_stages: Sequence[Stage] = (),
         session_id: str | None = None,
+        remote: RemoteRealtime | None = None,
     ) -> None:
         super().__init__(session_id or f"s{next(_session_ids)}")
         self.settings = settings
@@ -105,39 +109,85 @@ class Session(TaskOwner):
         self._forwarder: asyncio.Task[None] | None = None
         self.lane = engines.executor.lane(self.name)
         """This session's queue for engine calls: sessions are served in turn, not first come."""
-        self.pipeline = self._build()
-
-    def _build(self) -> Pipeline:
+        self._turn_changes: dict[str, Any] = {}
         s, e = self.settings, self.engines
         llm = s.engines.llm
         params = GenerationParams(llm.max_tokens, llm.temperature, llm.top_p, llm.repeat_penalty)
-        vad = [VADStage(e.vad(), s.audio.sample_rate)] if e.vad is not None else []
+        self._vad = VADStage(e.vad(), s.audio.sample_rate) if e.vad is not None else None
+        self._turns = TurnStage(
+            TurnPolicy.of(s, persona),
+            self.lane,
+            e.turn_model if s.turns.smart_turn else None,
+            s.audio.sample_rate,
+        )
+        preroll_ms = s.vad.start_ms + PREROLL_MARGIN_MS
+        self._llm: LLMStage | None = None
+        self._tts: TTSStage | None = None
+        backbone: list[Stage]
+        if remote is not None:  # the remote service hears the turns and speaks the replies
+            backbone = [RemoteReplyStage(remote, s.engines.realtime.timeout_s)]
+        elif e.llm is None:
+            raise ValueError("no LLM is loaded, and no realtime backbone is given")
+        else:
+            self._llm = LLMStage(
+                e.llm, self.lane, persona, params, llm.context_tokens, self.history
+            )
+            self._tts = TTSStage(
+                e.tts_for(persona),
+                self.lane,
+                persona,
+                s.engines.tts.first_clause_max_chars,
+                normalize_for_speech,
+            )
+            backbone = [self._llm, self._tts]
         stages: list[Stage] = [
             *self._input_stages,
-            *vad,
+            *([self._vad] if self._vad is not None else []),
+            *([RemoteAudioStage(remote, preroll_ms)] if remote is not None else []),
             ASRStage(
                 e.asr,
                 self.lane,
                 s.engines.asr.partial_interval_ms,
-                preroll_ms=s.vad.start_ms + PREROLL_MARGIN_MS,
+                preroll_ms=preroll_ms,
             ),
-            TurnStage(
-                TurnPolicy.of(s, self.persona),
-                self.lane,
-                e.turn_model if s.turns.smart_turn else None,
-                s.audio.sample_rate,
-            ),
-            LLMStage(e.llm, self.lane, self.persona, params, llm.context_tokens, self.history),
-            TTSStage(
-                e.tts_for(self.persona),
-                self.lane,
-                self.persona,
-                s.engines.tts.first_clause_max_chars,
-                normalize_for_speech,
-            ),
+            self._turns,
+            *backbone,
             PlaybackStage(self.transport.sink, s.audio.output_frame_ms),
         ]
-        return Pipeline(stages, on_upstream=self._upstream, events=self._event)
+        self.pipeline = Pipeline(stages, on_upstream=self._upstream, events=self._event)
+
+    # --- what a client may change during the session (the realtime API's session.update) ---
+
+    def set_persona(self, persona: Persona) -> None:
+        """Speak and behave as `persona` from the next reply on; ValueError if its voice's
+        engine is not loaded."""
+        if self._llm is not None and self._tts is not None:
+            tts = self.engines.tts_for(persona)
+            self._llm.persona = self._tts.persona = persona
+            self._tts.engine = tts
+        self.persona = persona
+        self.set_turn_policy()
+
+    def set_turn_policy(self, **changes: Any) -> None:
+        """Override fields of the turn policy (`TurnPolicy`); they outlive a change of persona."""
+        self._turn_changes.update(changes)
+        self._turns.policy = replace(
+            TurnPolicy.of(self.settings, self.persona), **self._turn_changes
+        )
+
+    def set_speech_detection(self, enabled: bool, threshold: float | None = None) -> None:
+        """Turn the VAD on or off (off: the client marks the speech), at a threshold."""
+        if self._vad is not None:
+            self._vad.enabled = enabled
+            self._vad.activity.threshold = (
+                self.settings.vad.confirm_threshold if threshold is None else threshold
+            )
+
+    def set_spoken(self, spoken: bool) -> None:
+        """Speak replies (True), or give them as text only (False: no synthesis, no audio; not
+        with a remote backbone, which speaks)."""
+        if self._tts is not None:
+            self._tts.speak = spoken
 
     @property
     def id(self) -> str:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from voice_agent.audio.echo import EchoCanceller
+from voice_agent.backbone.realtime_client import RemoteRealtimeError
+from voice_agent.backbone.realtime_stages import connect_backbone
 from voice_agent.config import Settings
 from voice_agent.events import Event, Subscription
 from voice_agent.modelfiles import ModelError
@@ -113,8 +115,12 @@ async def _converse(
         f"{'on' if canceller else 'off'}); Ctrl-C to stop\n"
     )
     owner = TaskOwner("talk")
+    remote = None
+    if settings.engines.backbone == "realtime":
+        remote = await connect_backbone(settings, persona)  # a RemoteRealtimeError says why not
     try:
-        async with Session(settings, persona, transport, engines, input_stages=stages) as session:
+        session = Session(settings, persona, transport, engines, input_stages=stages, remote=remote)
+        async with session:
             shown = owner.create_task(printer.follow(session.events()), "transcript")
             with _on_sigint(session.close):
                 await session.run()
@@ -168,7 +174,16 @@ def talk(
         return asyncio.run(_converse(settings, persona, engines, transport, canceller, printer))
     except KeyboardInterrupt:  # Ctrl-C before the session took it over
         return 0
-    except (DeviceError, ModelError, KeyError, FileError, ImportError, OSError, ValueError) as exc:
+    except (
+        DeviceError,
+        ModelError,
+        KeyError,
+        FileError,
+        ImportError,
+        OSError,
+        ValueError,
+        RemoteRealtimeError,
+    ) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         err.write(f"voice-agent talk: {message}\n")
         return 1

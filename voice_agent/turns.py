@@ -52,13 +52,16 @@ from voice_agent.frames import (
     PCM,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    CommitTurnFrame,
     Direction,
+    DiscardTurnFrame,
     DuckOutputFrame,
     EndFrame,
     EndOfTurnFrame,
     FalseOnsetFrame,
     Frame,
     InputAudioFrame,
+    ResponseRequestFrame,
     SpeechOnsetFrame,
     SystemFrame,
     TranscriptionFrame,
@@ -149,6 +152,14 @@ class TurnPolicy:
     duck_db: float = 24.0
     pause_ms: int = 160
     """The VAD's `stop_ms`: silence that has already passed when a pause is reported."""
+    auto_end: bool = True
+    """The stage decides when a turn ends; False: the client does (`CommitTurnFrame`)."""
+    auto_reply: bool = True
+    """A turn that ends is answered; False: it joins the conversation, unanswered until the
+    client asks (`ResponseRequestFrame`), and nothing is answered preemptively."""
+    barge_in: bool = True
+    """Speech over the assistant may interrupt it; False: the reply plays out, and the speech
+    is a turn of its own."""
 
     @classmethod
     def of(cls, settings: Settings, persona: Persona) -> TurnPolicy:
@@ -246,6 +257,12 @@ class TurnStage(Stage):
         backchannel: it confirms the barge-in once the speech does."""
         self._ended: _Ended | None = None
         self._scoring: asyncio.Task[None] | None = None
+        self._commit_due = False
+        """The client has ended the turn: it ends once its transcripts are in."""
+        self._skip_finals = 0
+        """Transcripts still to come of speech the client has discarded."""
+        self._requests: list[ResponseRequestFrame] = []
+        """Requests for a reply that came while a commit waited: they follow the turn."""
 
     # --- frames ------------------------------------------------------------------------------
 
@@ -254,7 +271,12 @@ class TurnStage(Stage):
             if isinstance(frame, BotStartedSpeakingFrame):
                 self._bot_speaking = True
                 self._ended = None  # the reply is being heard: speech now is a barge-in
-                if self._open and self._speaking and not self.interruption_pending:
+                if (
+                    self.policy.barge_in
+                    and self._open
+                    and self._speaking
+                    and not self.interruption_pending
+                ):
                     self._request_interruption("user is speaking")  # an old reply, over them
             elif isinstance(frame, BotStoppedSpeakingFrame):
                 self._on_bot_stopped()
@@ -263,7 +285,7 @@ class TurnStage(Stage):
             self._on_audio(frame.pcm)
         elif isinstance(frame, SpeechOnsetFrame):
             self._onset_at = self._heard
-            if self._bot_speaking:
+            if self._bot_speaking and self.policy.barge_in:
                 self._duck(True, "speech onset")
         elif isinstance(frame, FalseOnsetFrame):
             self._onset_at = None
@@ -281,6 +303,13 @@ class TurnStage(Stage):
             self._on_transcript(frame)
         elif isinstance(frame, _TurnModelScore):
             self._on_score(frame)
+        elif isinstance(frame, CommitTurnFrame):
+            self._commit_due = True
+            self._commit()
+        elif isinstance(frame, DiscardTurnFrame):
+            self._discard()
+        elif isinstance(frame, ResponseRequestFrame) and self._commit_due:
+            self._requests.append(frame)
         elif isinstance(frame, EndFrame):
             await self._finals_in.wait()
             if self._open:
@@ -321,14 +350,16 @@ class TurnStage(Stage):
                 self.emit("preemption_cancelled", turn=self._sent[0])
                 self._request_interruption("user resumed")
                 self._sent = (self._sent[0], "")  # its reply is gone: send the turn again
-        elif self._bot_speaking:
+        elif self._bot_speaking and self.policy.barge_in:
             self._barge, self._requested_words, self._early_words = True, False, ""
             if not self._ducked:
                 self._duck(True, "speech start")
             self.emit("barge_in_candidate")
             self._check_barge_duration()
-        elif self._ended is not None and self._heard - self._ended.at < self._ms(
-            self.policy.unfinished_silence_ms
+        elif (
+            self.policy.auto_end
+            and self._ended is not None
+            and self._heard - self._ended.at < self._ms(self.policy.unfinished_silence_ms)
         ):
             ended, self._ended = self._ended, None
             self._request_interruption("user resumed")
@@ -350,6 +381,8 @@ class TurnStage(Stage):
 
     def _start_endpointing(self) -> None:
         """The user has paused: count the silence, and ask the turn model how it sounded."""
+        if not self.policy.auto_end:
+            return
         self._endpointing = True
         self._pause += 1
         self._endpoint_ms, self._probability = None, None
@@ -372,6 +405,13 @@ class TurnStage(Stage):
         self._finals_due = max(0, self._finals_due - 1)
         if self._finals_due == 0:
             self._finals_in.set()
+        if self._skip_finals:
+            self._skip_finals -= 1
+        else:
+            self._on_final(frame)
+        self._commit()
+
+    def _on_final(self, frame: TranscriptionFrame) -> None:
         if self._barge:
             if takes_the_floor(frame.text, self.policy.backchannels_interrupt):
                 self._confirm_barge("words", frame.text)
@@ -391,9 +431,28 @@ class TurnStage(Stage):
         if frame.text:
             self._segments.append(frame.text)
         if not self._speaking and self._finals_due == 0:
-            if self.policy.preemptive_reply:
+            if self.policy.preemptive_reply and self.policy.auto_reply:
                 self._send("preemptive")
             self._maybe_end_turn()
+
+    def _commit(self) -> None:
+        """End the turn the client has committed, once its last transcript is in."""
+        if not self._commit_due or self._finals_due:
+            return
+        self._commit_due = False
+        if self._open:
+            self._end_turn("committed")
+        requests, self._requests = self._requests, []
+        for request in requests:
+            self.push_nowait(request)
+
+    def _discard(self) -> None:
+        """Forget the open turn and the transcripts its speech has still to yield."""
+        self._skip_finals = self._finals_due
+        self._commit_due, self._requests = False, []
+        if self._open:
+            self.emit("turn_discarded", turn=self._turn)
+        self._open, self._segments, self._sent, self._endpointing = False, [], None, False
 
     def _on_score(self, frame: _TurnModelScore) -> None:
         if frame.pause != self._pause or not self._open or self._speaking:
@@ -431,7 +490,10 @@ class TurnStage(Stage):
             self._ids += 1
             self._turn = self._ids
         self._sent = (self._turn, text)
-        self.push_nowait(UserTurnFrame(text=text, turn=self._turn, replaces=replaces))
+        respond = self.policy.auto_reply
+        self.push_nowait(
+            UserTurnFrame(text=text, turn=self._turn, replaces=replaces, respond=respond)
+        )
         self.emit("user_turn_sent", turn=self._turn, how=how, replaces=replaces, text=text)
 
     def _maybe_end_turn(self) -> None:

@@ -79,18 +79,18 @@ class _Chunk:
 _END_OF_REPLY = _Chunk(np.zeros(0, np.int16), "")
 
 
-def heard_text(chunks: list[tuple[str, int, int]]) -> str:
-    """Words heard, from (text, samples played, samples total) of each chunk in order.
+def words_heard(words: int, played: int, total: int) -> int:
+    """How many of a chunk's `words` have been heard once `played` of its `total` samples
+    have: those whose (proportional) end was played."""
+    return words if total <= 0 or played >= total else words * max(0, played) // total
 
-    A partly played chunk counts the share of its words whose (proportional) end was played.
-    """
+
+def heard_text(chunks: list[tuple[str, int, int]]) -> str:
+    """Words heard, from (text, samples played, samples total) of each chunk in order."""
     words: list[str] = []
     for text, played, total in chunks:
         parts = text.split()
-        if total <= 0 or played >= total:
-            words += parts
-        elif played > 0:
-            words += parts[: int(len(parts) * played / total)]
+        words += parts[: words_heard(len(parts), played, total)]
     return " ".join(words)
 
 
@@ -219,6 +219,15 @@ class PlaybackStage(Stage):
                 await self._turn_ended.wait()
             self.emit("reply_released", turn=turn)
 
+    def _words_heard(self, words: list[str], chunk: _Chunk, just_played: int) -> None:
+        """Report the words whose end the last `just_played` samples of `chunk` played (the
+        `reply_text` event: captions in step with the voice)."""
+        total = len(chunk.pcm)
+        before = words_heard(len(words), chunk.played - just_played, total) if just_played else 0
+        now = words_heard(len(words), chunk.played, total) if just_played or not total else 0
+        if now > before:
+            self.emit("reply_text", text="".join(w + " " for w in words[before:now]))
+
     def _apply_gain(self, frame: PCM) -> PCM:
         if self._gain == 1.0 and self._target_gain == 1.0:
             return frame
@@ -251,6 +260,8 @@ class PlaybackStage(Stage):
                 deadline = self._clock()
                 self.emit("bot_started_speaking")
                 await self.push(BotStartedSpeakingFrame(), UP)
+            words = chunk.text.split()
+            self._words_heard(words, chunk, 0)  # (a chunk of no audio: its words at once)
             while chunk.played < len(chunk.pcm):
                 frame = chunk.pcm[chunk.played : chunk.played + self.frame_samples]
                 if len(frame) < self.frame_samples:
@@ -259,6 +270,7 @@ class PlaybackStage(Stage):
                 n = min(self.frame_samples, len(chunk.pcm) - chunk.played)
                 chunk.played += n
                 self._written += n
+                self._words_heard(words, chunk, n)
                 if self.sink.realtime:
                     deadline += n / self.sink.sample_rate
                     delay = deadline - self._clock()

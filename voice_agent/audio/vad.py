@@ -230,6 +230,15 @@ class VoiceActivity:
         self._speech_end = 0
 
     @property
+    def threshold(self) -> float:
+        """Silero's speech probability a window needs to count as speech."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = value
+
+    @property
     def speaking(self) -> bool:
         """Whether speech has been confirmed and has not stopped yet."""
         return self._state == _SPEAKING
@@ -305,7 +314,8 @@ class VADStage(Stage):
     Each audio frame is passed on first, then the events it completes follow it downstream:
     `SpeechOnsetFrame`, `FalseOnsetFrame`, `UserStartedSpeakingFrame` and
     `UserStoppedSpeakingFrame`. Their timestamps are backdated from now by the audio after the
-    event's position. Every other frame passes through unchanged.
+    event's position. Every other frame passes through unchanged. While `enabled` is False
+    (a client that marks its turns itself) the audio passes and no event is sent.
 
     The VAD runs inline on the event loop: a 32 ms window costs at most about 0.14 ms (the
     gate 0.003 ms a frame, Silero 0.125 ms, only on voiced windows), so one second of speech
@@ -319,9 +329,22 @@ class VADStage(Stage):
             raise ValueError(f"the VAD runs at {SAMPLE_RATE} Hz, not {sample_rate}")
         self.activity = activity
         self.sample_rate = sample_rate
+        self._enabled = True
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        """Turn speech detection on or off; off mid-speech closes the stretch now."""
+        if self._enabled and not on and self.activity.speaking:
+            self.emit("user_stopped_speaking", speech_end_ms_ago=0, silence_ms=0)
+            self.push_nowait(UserStoppedSpeakingFrame(speech_end_ns=time.monotonic_ns()), DOWN)
+        self._enabled = on
 
     async def process(self, frame: Frame, direction: Direction) -> None:
-        if isinstance(frame, EndFrame) and self.activity.speaking:
+        if isinstance(frame, EndFrame) and self.activity.speaking and self._enabled:
             # The input ends mid-speech: close the stretch, so that its words are not lost.
             self.emit("user_stopped_speaking", speech_end_ms_ago=0, silence_ms=0)
             await self.push(UserStoppedSpeakingFrame(speech_end_ns=time.monotonic_ns()), DOWN)
@@ -332,8 +355,8 @@ class VADStage(Stage):
             raise ValueError(
                 f"VAD input must be {self.sample_rate} Hz audio, not {frame.sample_rate} Hz"
             )
-        events = self.activity.feed(frame.pcm)
-        if not events:
+        events = self.activity.feed(frame.pcm)  # fed even when off: it stays in step
+        if not events or not self._enabled:
             return
         now = time.monotonic_ns()
         fed = self.activity.samples
@@ -351,7 +374,11 @@ class VADStage(Stage):
             elif event.kind == "started":
                 assert event.onset_sample is not None
                 ago = self._ago_ns(fed - event.onset_sample)
-                self.emit("user_started_speaking", onset_ms_ago=round(ago / 1e6))
+                self.emit(
+                    "user_started_speaking",
+                    onset_ms_ago=round(ago / 1e6),
+                    audio_ms=self._audio_ms(event.onset_sample),
+                )
                 await self.push(UserStartedSpeakingFrame(onset_ns=now - ago), DOWN)
             else:
                 assert event.speech_end_sample is not None
@@ -359,6 +386,7 @@ class VADStage(Stage):
                 self.emit(
                     "user_stopped_speaking",
                     speech_end_ms_ago=round(ago / 1e6),
+                    audio_ms=self._audio_ms(event.speech_end_sample),
                     silence_ms=round(
                         1000 * (event.at_sample - event.speech_end_sample) / self.sample_rate
                     ),
@@ -367,6 +395,10 @@ class VADStage(Stage):
                     UserStoppedSpeakingFrame(speech_end_ns=now - ago, silence_ms=round(ago / 1e6)),
                     DOWN,
                 )
+
+    def _audio_ms(self, sample: int) -> int:
+        """Where a sample is in the session's audio, in ms from its start."""
+        return sample * 1000 // self.sample_rate
 
     def _ago_ns(self, samples: int) -> int:
         return samples * 1_000_000_000 // self.sample_rate

@@ -98,8 +98,9 @@ def load_engines(settings: Settings, tts: tuple[str, ...] = TTS_ENGINES) -> Engi
     installed are left out (a persona that needs one says so when its session starts)."""
     e: EngineSettings = settings.engines
     store = ModelStore(cache_dir=e.models_cache)
+    remote = e.backbone == "realtime"  # the remote service speaks and thinks: no LLM, no TTS
     voices: dict[str, TTSEngine] = {}
-    for name in tts:
+    for name in () if remote else tts:
         try:
             voices[name] = load_tts(name, e.tts, store)
         except Exception as exc:
@@ -112,7 +113,7 @@ def load_engines(settings: Settings, tts: tuple[str, ...] = TTS_ENGINES) -> Engi
     _timed("VAD and turn model", t)
     return Engines(
         asr=load_asr(e.asr, store),
-        llm=load_llm(e.llm, store),
+        llm=None if remote else load_llm(e.llm, store),
         tts=voices,
         executor=EngineExecutor(
             e.executor.workers, e.executor.max_pending, e.executor.call_timeout_s

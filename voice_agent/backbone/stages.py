@@ -27,6 +27,7 @@ from voice_agent.frames import (
     LLMResponseStartFrame,
     LLMTextFrame,
     PlaybackInterruptedFrame,
+    ResponseRequestFrame,
     TranscriptionFrame,
     TranscriptRequestFrame,
     TTSAudioFrame,
@@ -154,7 +155,9 @@ _SENTENCE = re.compile(r"[.!?](\s|$)")
 
 
 class LLMStage(Stage):
-    """Keeps the history; answers each user turn with a streamed reply."""
+    """Keeps the history; answers each user turn with a streamed reply (or, for a turn that
+    does not ask for one, when a `ResponseRequestFrame` comes). Every message it adds is an
+    event with the message's id: `user_message`, and `llm_done` for the reply."""
 
     def __init__(
         self,
@@ -176,8 +179,8 @@ class LLMStage(Stage):
         """A reply has started and has not been played out or cut yet."""
         self._reply: Message | None = None
         self._turn = 0
-        self._turn_start = 0
-        """The user's last turn, and where its messages start in the history."""
+        self._turn_first: Message | None = None
+        """The user's last turn, and its first message in the history."""
         self._cut: Message | None = None
         """The reply that was open when the last interruption came: playback's report of
         what was heard of it truncates this one, whatever reply has started since."""
@@ -197,18 +200,27 @@ class LLMStage(Stage):
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, UserTurnFrame):
             await self.push(frame, direction)
-            if frame.replaces and frame.replaces == self._turn:
+            if frame.replaces and frame.replaces == self._turn and self._turn_first is not None:
                 # The user went on talking: their turn so far, and a reply they never heard,
                 # make way for the whole turn.
-                self.history.retract_from(self._turn_start)
-                self.emit("turn_retracted", turn=frame.replaces)
-            self._turn, self._turn_start = frame.turn, len(self.history.messages)
-            self.history.add_user(frame.text)
+                gone = self.history.retract_from(self._turn_first)
+                self.emit("turn_retracted", turn=frame.replaces, ids=[m.id for m in gone])
+            self._turn = frame.turn
+            self._turn_first = self.history.add_user(frame.text)
+            self.emit("user_message", turn=frame.turn, id=self._turn_first.id, text=frame.text)
+            if frame.respond:
+                await self._respond()
+        elif isinstance(frame, ResponseRequestFrame):
             await self._respond()
         elif isinstance(frame, PlaybackInterruptedFrame):
             if self._cut is not None:
                 self.history.truncate(self._cut, frame.heard_text)
-                self.emit("history_truncated", heard=frame.heard_text, played_ms=frame.played_ms)
+                self.emit(
+                    "history_truncated",
+                    id=self._cut.id,
+                    heard=frame.heard_text,
+                    played_ms=frame.played_ms,
+                )
                 self._cut = None
             await self.push(frame, direction)
         elif isinstance(frame, BotStoppedSpeakingFrame):
@@ -241,7 +253,8 @@ class LLMStage(Stage):
         finally:
             if reply.strip():
                 self._reply = self.history.add_assistant(reply.strip())
-            self.emit("llm_done", text=reply.strip())
+            reply_id = self._reply.id if self._reply is not None else None
+            self.emit("llm_done", text=reply.strip(), id=reply_id)
         await self.push(LLMResponseEndFrame())
 
 
@@ -254,7 +267,10 @@ def _sentence_limit_cut(text: str, max_sentences: int) -> int | None:
 
 
 class TTSStage(Stage):
-    """Speaks the reply chunk by chunk, each audio frame tagged with the text it carries."""
+    """Speaks the reply chunk by chunk, each audio frame tagged with the text it carries.
+
+    With `speak` False the reply is text only: its chunks are reported (`tts_chunk` events),
+    and nothing is synthesized."""
 
     def __init__(
         self,
@@ -271,6 +287,7 @@ class TTSStage(Stage):
         self.normalize = normalize
         self.chunker = ClauseChunker(first_clause_max_chars)
         self._first_chunk = True
+        self.speak = True
 
     async def on_interruption(self) -> None:
         self.chunker.reset()
@@ -299,6 +316,10 @@ class TTSStage(Stage):
             return
         if self._first_chunk:
             self.emit("first_clause", text=text)
+        if not self.speak:
+            self._first_chunk = False
+            self.emit("tts_chunk", text=text)
+            return
         pcm = await self.executor.run(self.engine.synthesize, spoken, self.persona.voice)
         self.emit("tts_chunk", text=text)
         if self._first_chunk:

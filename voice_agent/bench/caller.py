@@ -1,7 +1,9 @@
 """Simulated callers: programs that talk to a voice-agent server the way its users do.
 
 `WebRTCCaller` is a browser (an aiortc peer doing the offer/answer over `/ws`); `PcmCaller` is a
-program on `/pcm`. Both send a scripted microphone in real time (`say()` queues speech; silence
+program on `/pcm`; `RealtimeCaller` an OpenAI Realtime client on `/v1/realtime` (its events are
+kept translated to docs/protocol.md's, so that benchmarks read every caller the same way).
+Each sends a scripted microphone in real time (`say()` queues speech; silence
 otherwise, as a real microphone sends) and record what comes back: every event, and the reply's
 audio with its arrival time. Tests and benchmarks measure from the audio itself: when the caller
 stopped talking, and when the reply became audible.
@@ -10,6 +12,7 @@ stopped talking, and when the reply became audible.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fractions
 import json
@@ -301,3 +304,70 @@ class PcmCaller(Caller):
             while True:
                 await clock.tick(self.mic.frame_samples)
                 await self.ws.send(self.mic.next_frame().astype("<i2").tobytes())
+
+
+class RealtimeCaller(Caller):
+    """An OpenAI Realtime client on `/v1/realtime`: pcm16 at 24 kHz both ways, as base64 in
+    events; the server's events are also kept as they came, in `realtime_events`."""
+
+    RATE = 24000
+
+    def __init__(self, ws: ClientConnection, mic: Mic) -> None:
+        super().__init__(ws, mic)
+        self.realtime_events: list[dict[str, Any]] = []
+        self._said = ""
+
+    @classmethod
+    async def connect(cls, url: str, persona: str | None = None) -> RealtimeCaller:
+        """`url`: the server's ws://host:port."""
+        query = f"?persona={persona}" if persona is not None else ""
+        ws = await connect(f"{url}/v1/realtime{query}", max_size=2**24)
+        caller = cls(ws, Mic(cls.RATE))
+        caller.create_task(caller._read(), "read")
+        caller.create_task(caller._talk(), "talk")
+        return caller
+
+    async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in self.ws:
+                event = json.loads(raw)
+                self.realtime_events.append(event)
+                kind = event.get("type", "")
+                if kind.endswith("audio.delta"):
+                    pcm = np.frombuffer(base64.b64decode(event["delta"]), "<i2").astype(np.int16)
+                    self._heard(resample(pcm, self.RATE, HEARD_RATE))
+                for message in self._translate(kind, event):
+                    await self._event(json.dumps(message))
+
+    def _translate(self, kind: str, e: dict[str, Any]) -> list[dict[str, Any]]:
+        if kind == "session.created":
+            return [{"type": "session", "id": e["session"].get("id")}]
+        if kind == "conversation.item.input_audio_transcription.completed":
+            return [{"type": "transcript", "role": "user", "text": e["transcript"], "final": True}]
+        if kind == "response.created":
+            self._said = ""
+            return [{"type": "state", "state": "speaking"}]
+        if kind.endswith("audio_transcript.delta"):
+            self._said += e["delta"]
+            text = self._said.strip()
+            return [{"type": "transcript", "role": "assistant", "text": text, "final": False}]
+        if kind == "response.done":
+            output = e["response"].get("output") or [{}]
+            content = (output[0].get("content") or [{}])[0]
+            text = str(content.get("transcript") or content.get("text") or "")
+            out = [{"type": "transcript", "role": "assistant", "text": text, "final": True}]
+            if e["response"].get("status") == "cancelled":
+                out.insert(0, {"type": "interrupted", "heard": text})
+            return [*out, {"type": "state", "state": "listening"}]
+        if kind == "error":
+            return [{"type": "error", **e.get("error", {}), "fatal": False}]
+        return []
+
+    async def _talk(self) -> None:
+        clock = _Clock(self.mic.rate)
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await clock.tick(self.mic.frame_samples)
+                audio = base64.b64encode(self.mic.next_frame().astype("<i2").tobytes())
+                message = {"type": "input_audio_buffer.append", "audio": audio.decode("ascii")}
+                await self.ws.send(json.dumps(message))

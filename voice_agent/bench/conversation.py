@@ -1,10 +1,11 @@
 """`voice-agent bench conversation`: simulated people talking to a server, measured from outside.
 
-Each simulated user is a real client over a real transport (`WebRTCCaller`, the default, or
-`PcmCaller`), talking in real time with speech made by the project's own TTS. It goes through a
-script, turn after turn: a plain question; a sentence with a 600 ms pause in the middle; a
-request for a long reply that it interrupts ("Wait, stop..."); and a long reply over which it
-says "uh-huh". N users talk at once, each in its own session.
+Each simulated user is a real client over a real transport (`WebRTCCaller`, the default,
+`PcmCaller` or `RealtimeCaller` on the OpenAI Realtime API), talking in real time with speech
+made by the project's own TTS. It goes through a script, turn after turn: a plain question; a
+sentence with a 600 ms pause in the middle; a request for a long reply that it interrupts
+("Wait, stop..."); and a long reply over which it says "uh-huh". N users talk at once, each in
+its own session.
 
 Everything is measured at the client, from the audio itself, on one monotonic clock:
 - voice-to-voice: the last audible sample of the user's speech as it was sent -> the first
@@ -37,7 +38,7 @@ import numpy as np
 
 from voice_agent.audio.pcm import dbfs
 from voice_agent.backbone.factory import load_tts
-from voice_agent.bench.caller import Caller, PcmCaller, WebRTCCaller
+from voice_agent.bench.caller import Caller, PcmCaller, RealtimeCaller, WebRTCCaller
 from voice_agent.bench.figures import Figure
 from voice_agent.bench.script import (
     BACKCHANNELS,
@@ -57,6 +58,13 @@ from voice_agent.timeline import STAGES
 Progress = Callable[[str], None]
 RATE = 16000
 SCRIPT = ("question", "pause", "barge-in", "question", "backchannel")
+
+CALLERS: dict[str, type[WebRTCCaller] | type[PcmCaller] | type[RealtimeCaller]] = {
+    "webrtc": WebRTCCaller,
+    "pcm": PcmCaller,
+    "realtime": RealtimeCaller,
+}
+"""The callers by the transport they use."""
 
 
 @dataclass(slots=True)
@@ -279,7 +287,7 @@ async def run(
     else:
         server = contextlib.nullcontext(Served(url.rstrip("/"), None))
     async with server as served:
-        connect = WebRTCCaller.connect if transport == "webrtc" else PcmCaller.connect
+        connect = CALLERS[transport].connect
 
         async def one(i: int) -> Result:
             async with await connect(served.url, persona) as caller:
