@@ -201,6 +201,31 @@ async def test_a_cancelled_stream_is_closed_after_its_running_step() -> None:
     ex.shutdown()
 
 
+async def test_a_stream_whose_step_hangs_holds_one_thread_not_two() -> None:
+    ex = EngineExecutor(workers=2, call_timeout_s=0.2)
+    lane = ex.lane("a")
+    release = threading.Event()
+    closed = threading.Event()
+
+    def hangs() -> Iterator[int]:
+        try:
+            release.wait(30)
+            yield 1
+        finally:
+            closed.set()
+
+    with pytest.raises(TimeoutError):
+        async for _ in lane.stream(hangs()):
+            pass
+    # the clean-up must not sit on the other thread waiting for the hung step
+    assert await asyncio.wait_for(ex.run(lambda: 42), 5) == 42
+    assert not closed.is_set()
+    release.set()
+    await asyncio.to_thread(closed.wait, 5)
+    assert closed.is_set()  # the step, once it returned, closed its iterator
+    ex.shutdown()
+
+
 async def test_a_closed_lane_refuses_calls_and_both_kinds_are_runners() -> None:
     ex = EngineExecutor(workers=1)
     runners: list[Runner] = [ex]

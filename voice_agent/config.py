@@ -41,7 +41,8 @@ class AudioSettings(Section):
     output_frame_ms: Literal[10, 20, 40] = 20
     """Playback frame: the output side sends frames of this length, paced by sample count."""
     max_turn_s: Annotated[float, Field(gt=0, le=600)] = 60.0
-    """Longest user turn kept in memory; older audio is dropped from the turn buffer."""
+    """Longest stretch of speech transcribed (the rest of a longer one is not), and the most a
+    realtime client's input buffer holds when it marks its turns itself."""
     echo_cancellation: bool = True
     """Cancel the assistant's own voice on the local microphone (WebRTC AEC3)."""
 

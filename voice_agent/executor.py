@@ -104,18 +104,38 @@ class Lane(Runner):
         """Iterate a synchronous iterator in the pool, one item per call.
 
         However the iteration ends (exhausted, cancelled, failed), the iterator is closed in the
-        pool once any `next()` still running there has returned, so a generator's clean-up runs
-        and nothing waits for it.
+        pool once any `next()` still running there has returned (by that step itself: no pool
+        thread waits for a step that hangs), so a generator's clean-up runs and nothing waits
+        for it.
         """
         lock = threading.Lock()
+        closing = threading.Event()
+        closed = False
 
         def step() -> object:
             with lock:
-                return next(it, _END)
+                item = next(it, _END)
+            if closing.is_set():  # closed while this step ran: close it now
+                close_once()
+            return item
+
+        def close_once() -> None:
+            nonlocal closed
+            # Never wait for a step that hangs: that step closes the iterator when it returns
+            # (a pool thread blocked here would be one more thread lost to a hung engine).
+            if not lock.acquire(blocking=False):
+                return
+            try:
+                if not closed:
+                    closed = True
+                    with contextlib.suppress(Exception):
+                        getattr(it, "close", lambda: None)()
+            finally:
+                lock.release()
 
         def close() -> None:
-            with lock, contextlib.suppress(Exception):
-                getattr(it, "close", lambda: None)()
+            closing.set()
+            close_once()
 
         try:
             while True:

@@ -187,6 +187,9 @@ class ErrorFrame(SystemFrame):
     message: str
     source: str = ""
     fatal: bool = False
+    code: str = ""
+    """What kind of failure, for clients: `busy` (the engines are full), `timeout` (an engine
+    call ran too long), `engine` (it failed); "" lets the session choose."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -84,6 +84,11 @@ class Persona(Model):
     description: Annotated[str, Field(min_length=1, max_length=1000)]
     system_prompt: Annotated[str, Field(max_length=8000)]
     greeting: Annotated[str, Field(max_length=500)] = ""
+    apology: Annotated[str, Field(max_length=500)] = (
+        "Sorry, I could not answer that just now. Could you say it again?"
+    )
+    """Spoken when a reply fails before it has said anything (an engine error, timeout or
+    overload); the client gets an `error` event as well."""
     voice: Voice = Voice(id="joe")
     style: Style = Style()
     turn_taking: TurnTaking = TurnTaking()

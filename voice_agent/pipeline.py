@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from voice_agent.executor import BusyError
 from voice_agent.frames import (
     CancelFrame,
     ControlFrame,
@@ -204,10 +205,25 @@ class Stage(TaskOwner):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("%s failed on %s", self.name, frame.name)
-            await self.push(
-                ErrorFrame(message=f"{type(exc).__name__}: {exc}", source=self.name), UP
-            )
+            code = error_code(exc)
+            if code == "engine":
+                log.exception("%s failed on %s", self.name, frame.name)
+            else:  # an expected failure under load: no traceback
+                log.warning("%s: %s on %s: %s", self.name, code, frame.name, exc)
+            message = {
+                "busy": f"the server is busy ({exc}); try again in a moment",
+                "timeout": f"the {self.name} engine took too long ({exc})",
+            }.get(code, f"{type(exc).__name__}: {exc}")
+            await self.push(ErrorFrame(message=message, source=self.name, code=code), UP)
+
+
+def error_code(exc: BaseException) -> str:
+    """The `ErrorFrame.code` of a failure: `busy`, `timeout` or `engine`."""
+    if isinstance(exc, BusyError):
+        return "busy"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return "engine"
 
 
 FrameSink = Callable[[Frame], Awaitable[None] | None]

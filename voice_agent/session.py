@@ -149,6 +149,7 @@ class Session(TaskOwner):
                 self.lane,
                 s.engines.asr.partial_interval_ms,
                 preroll_ms=preroll_ms,
+                max_stretch_ms=round(1000 * s.audio.max_turn_s),
             ),
             self._turns,
             *backbone,
@@ -204,12 +205,8 @@ class Session(TaskOwner):
 
     def _upstream(self, frame: Frame) -> None:
         if isinstance(frame, ErrorFrame):
-            self.bus.publish(
-                Event(
-                    "error",
-                    {"message": frame.message, "source": frame.source, "fatal": frame.fatal},
-                )
-            )
+            data = {"message": frame.message, "source": frame.source, "fatal": frame.fatal}
+            self.bus.publish(Event("error", {**data, "code": frame.code or None}))
             if frame.fatal:
                 self._done.set()
 

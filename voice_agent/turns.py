@@ -30,6 +30,12 @@ the assistant is speaking. It decides:
   (a cough, an "uh-huh"): the voice comes back up and the reply goes on, nothing lost. Speech
   that outlasts the reply (a quick "yes" to its question) is a turn.
 
+- **Client-decided turns** (the realtime API, `voice_agent/realtime/`). With the policy's
+  `auto_end` off, a turn ends only when a `CommitTurnFrame` comes (once its transcripts are
+  in), and a `DiscardTurnFrame` forgets it; with `auto_reply` off, an ended turn joins the
+  conversation unanswered until a `ResponseRequestFrame` (held until a pending commit is done);
+  with `barge_in` off, speech over a reply never interrupts it and is a turn of its own.
+
 Decisions sent downstream while an interruption this stage asked for is on its way follow it
 (`Stage.request_interruption`): sent at once, they would reach the LLM first and be cut by it.
 

@@ -66,7 +66,9 @@ class ASRStage(Stage):
     once when a `TranscriptRequestFrame` arrives. The last `preroll_ms` of audio before
     the speech start goes into the stream too: the VAD confirms speech some time after it began.
     Every stretch of speech gets exactly one final `TranscriptionFrame` (perhaps ""), even when
-    the decode fails, so the turn logic downstream can count on it."""
+    the decode fails, so the turn logic downstream can count on it. A stretch is heard up to
+    `max_stretch_ms` (an endless one, noise the VAD takes for speech, must not grow the decode
+    without bound): the audio past that is not transcribed."""
 
     def __init__(
         self,
@@ -74,8 +76,11 @@ class ASRStage(Stage):
         executor: Runner,
         partial_interval_ms: int = 0,
         preroll_ms: int = 0,
+        max_stretch_ms: int = 60_000,
     ) -> None:
         super().__init__("asr")
+        self.max_stretch_samples = engine.sample_rate * max_stretch_ms // 1000
+        self._stretch = 0
         self.engine = engine
         self.executor = executor
         self.partial_samples = engine.sample_rate * partial_interval_ms // 1000
@@ -96,6 +101,11 @@ class ASRStage(Stage):
             if self._stream is None:
                 self._keep_preroll(frame.pcm)
                 return
+            if self._stretch >= self.max_stretch_samples:
+                return
+            self._stretch += len(frame.pcm)
+            if self._stretch >= self.max_stretch_samples:
+                self.emit("asr_stretch_capped", ms=self._stretch * 1000 // self.engine.sample_rate)
             self._stream.accept(frame.pcm)
             self._since_partial += len(frame.pcm)
             if self.partial_samples and self._since_partial >= self.partial_samples:
@@ -106,6 +116,7 @@ class ASRStage(Stage):
         elif isinstance(frame, UserStartedSpeakingFrame):
             await self.push(frame, direction)
             self._stream = self.engine.stream()
+            self._stretch = 0
             for pcm in self._preroll:
                 self._stream.accept(pcm)
             self._preroll.clear()
@@ -248,6 +259,8 @@ class LLMStage(Stage):
                     break
                 await self.push(LLMTextFrame(text=piece))
         except Exception:
+            if not reply and self.persona.apology:  # say something rather than nothing
+                await self.push(LLMTextFrame(text=self.persona.apology))
             await self.push(LLMResponseEndFrame())  # close the reply: what was said is spoken
             raise
         finally:
