@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from tests.fakes import FakeLLM
 from tests.servers import MakeServer, fake_engines, make_settings, ws_url
 from tests.speech import speech_16k
-from voice_agent.backbone.realtime_client import RemoteRealtime, RemoteRealtimeError
+from voice_agent.backbone import realtime_client
+from voice_agent.backbone.realtime_client import (
+    RemoteConnectionLost,
+    RemoteRealtime,
+    RemoteRealtimeError,
+)
 from voice_agent.backbone.realtime_stages import RemoteAudioStage, RemoteReplyStage
 from voice_agent.bench.caller import WebRTCCaller
 from voice_agent.config import Settings
@@ -247,6 +253,43 @@ async def test_a_closed_port_is_a_clear_error() -> None:
     url = f"ws://127.0.0.1:{port}/v1/realtime"
     with pytest.raises(RemoteRealtimeError, match=f"cannot connect to realtime remote {url}"):
         await RemoteRealtime.connect(url, timeout_s=2)
+
+
+async def test_a_remote_that_stops_reading_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(realtime_client, "SEND_TIMEOUT_S", 0.5)
+
+    async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A WebSocket server that says hello, then never reads again."""
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        for kind in ("session.created", "session.updated"):
+            payload = json.dumps({"type": kind}).encode()
+            writer.write(bytes([0x81, len(payload)]) + payload)  # one unmasked text frame
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(stalled, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = await RemoteRealtime.connect(f"ws://127.0.0.1:{port}/v1/realtime", timeout_s=5)
+    try:
+        with pytest.raises(RemoteConnectionLost, match=r"took nothing for 0\.5 s"):
+            for _ in range(100_000):  # 100 ms appends, until the socket's buffers are full
+                await conn.append(np.zeros(1600, np.int16))
+        assert conn.closed.is_set()
+    finally:
+        await conn.close()
+        server.close()
 
 
 async def test_speech_reaches_the_remote_at_24k_with_preroll(

@@ -36,6 +36,9 @@ INPUT_RATE = 16000
 REMOTE_RATE = 24000
 """What the remote hears and speaks (`audio/pcm`)."""
 MAX_MESSAGE = 16 * 2**20
+SEND_TIMEOUT_S = 5.0
+"""A send the remote has not taken in this long (its socket is stalled): the connection is
+given up, rather than holding the pipeline (appends are sent from a stage's input task)."""
 MAX_EVENTS = 4096
 """Events a response holds unread; past that it fails (its consumer is stuck)."""
 
@@ -174,9 +177,15 @@ class RemoteRealtime(TaskOwner):
             raise RemoteConnectionLost(self.close_reason)
         event_id: str = event.setdefault("event_id", f"va_{next(self._ids)}")
         try:
-            await self._ws.send(json.dumps(event))
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await self._ws.send(json.dumps(event))
         except ConnectionClosed as exc:
             raise RemoteConnectionLost(f"realtime remote {self.url} closed: {exc}") from exc
+        except TimeoutError:
+            reason = f"it took nothing for {SEND_TIMEOUT_S:g} s"
+            self._lost(reason)
+            self._ws.transport.abort()  # (the reader then ends; nothing waits on a close)
+            raise RemoteConnectionLost(self.close_reason) from None
         return event_id
 
     async def append(self, pcm: PCM) -> None:
