@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from voice_agent.events import Event, EventBus, Subscription
 from voice_agent.tasks import TaskOwner
+from voice_agent.transports.sockets import SEND_TIMEOUT_S, send_within
 
 HELLO_TURNS = 100
 """How many recent `turn_metrics` a new operator gets."""
@@ -87,14 +88,15 @@ class OperatorFeed:
         self.connections += 1
         try:
             owner.create_task(self._ignore_input(ws, sub), "input")
-            await ws.send(json.dumps(self.hello(max_sessions)))
+            await send_within(ws, json.dumps(self.hello(max_sessions)), SEND_TIMEOUT_S)
             told = 0
             async for event in sub:
                 if sub.lost > told:
-                    await ws.send(json.dumps({"type": "lost", "count": sub.lost - told}))
+                    lost = {"type": "lost", "count": sub.lost - told}
+                    await send_within(ws, json.dumps(lost), SEND_TIMEOUT_S)
                     told = sub.lost
                 message = {"type": event.type, **event.data}
-                await ws.send(json.dumps(message))
+                await send_within(ws, json.dumps(message), SEND_TIMEOUT_S)
         except ConnectionClosed:
             pass
         finally:

@@ -5,17 +5,24 @@ object of a known `type` with well-typed fields raises `ProtocolError`, whose `c
 to the client in an `error` event. `WireEvents` turns a session's internal events (many kinds,
 for metrics) into the few a client sees: `state`, `transcript`, `interrupted`, `turn_metrics`
 (made by `voice_agent.timeline`) and `error`.
+
+`redact` hides secrets in a message that may name a configured URL; `usable_candidates` drops
+the ICE candidates of an offer that cannot be used.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from voice_agent.events import Event
+
+log = logging.getLogger(__name__)
 
 MAX_SDP_CHARS = 64 * 1024
 """A browser's audio-only offer is 2-6 KB; this leaves room and refuses absurd ones."""
@@ -85,7 +92,45 @@ def parse_client_message(raw: str | bytes) -> Offer | Start | Bye:
         raise ProtocolError("bad_message", f"{kind}: {where}: {first['msg']}") from None
 
 
+_SECRETS_IN_URLS = re.compile(
+    r"(?i)(//[^/@\s]*:)[^/@\s]*(@)|((?:token|key|api_key|access_token|secret|password)=)[^&#\s]+"
+)
+
+
+def redact(text: str) -> str:
+    """`text` with the passwords of URLs and secret-looking query values as `***`: for a
+    message that goes to the log or to a client and may name a configured URL."""
+    return _SECRETS_IN_URLS.sub(
+        lambda m: f"{m[1]}***{m[2]}" if m[1] is not None else f"{m[3]}***", text
+    )
+
+
+def usable_candidates(sdp: str) -> str:
+    """`sdp` without the ICE candidates that cannot be used: fewer than 8 fields, a component,
+    priority or port that is no number, a port outside 1-65535, a transport other than UDP or
+    TCP. aiortc fails on some of them (an `AssertionError`), and takes others that break its
+    ICE agent (a port of 99999 closes the peer connection's socket, with tracebacks)."""
+    lines = sdp.split("\n")
+    return "\n".join(
+        line
+        for line in lines
+        if not line.startswith("a=candidate:") or _usable_candidate(line[12:].strip())
+    )
+
+
+def _usable_candidate(candidate: str) -> bool:
+    bits = candidate.split()
+    if len(bits) < 8 or bits[6] != "typ" or bits[2].lower() not in ("udp", "tcp"):
+        return False
+    try:
+        component, priority, port = int(bits[1]), int(bits[3]), int(bits[5])
+    except ValueError:
+        return False
+    return 1 <= component <= 256 and 0 <= priority < 2**32 and 1 <= port <= 65535
+
+
 def error_event(code: str, message: str, *, fatal: bool) -> dict[str, Any]:
+    """The `error` event of docs/protocol.md."""
     return {"type": "error", "code": code, "message": message, "fatal": fatal}
 
 
@@ -178,4 +223,6 @@ __all__ = [
     "WireEvents",
     "error_event",
     "parse_client_message",
+    "redact",
+    "usable_candidates",
 ]

@@ -15,6 +15,10 @@ the wire; this module decides who may connect and owns each session's life:
   page on another site cannot reach the server by DNS rebinding.
 - `server.max_sessions` sessions at once (the next gets a `busy` error); messages up to
   `server.max_message_bytes`; a malformed message ends only its own session.
+- Every send to a session's client is bounded in time: a client that takes nothing for
+  `SEND_TIMEOUT_S` (it has stopped reading) is cut off (1008) and its session ends; a WebRTC
+  peer that has not connected `CONNECT_TIMEOUT_S` after the answer ends its session with an
+  `ice_failed` error. docs/security.md lists every bound.
 - `stop()` stops taking sessions, lets those running finish for `server.shutdown_grace_s`,
   then closes the rest.
 """
@@ -43,7 +47,7 @@ from websockets.http11 import Request, Response
 from voice_agent.backbone.realtime_client import RemoteRealtime, RemoteRealtimeError
 from voice_agent.backbone.realtime_stages import connect_backbone
 from voice_agent.config import Settings
-from voice_agent.events import Subscription
+from voice_agent.events import Event, Subscription
 from voice_agent.metrics import ServerMetrics, TurnLog
 from voice_agent.operators import OperatorFeed
 from voice_agent.persona import Persona, PersonaStore
@@ -55,13 +59,21 @@ from voice_agent.protocol import (
     WireEvents,
     error_event,
     parse_client_message,
+    redact,
+    usable_candidates,
 )
 from voice_agent.realtime.conversation import RealtimeConversation
 from voice_agent.session import Engines, Session
 from voice_agent.tasks import TaskOwner
-from voice_agent.transports.base import Transport, is_loopback
+from voice_agent.transports.base import SendJson, Transport, is_loopback
 from voice_agent.transports.pcm import PcmTransport
 from voice_agent.transports.realtime_api import RealtimeTransport
+from voice_agent.transports.sockets import (
+    CLOSE_TIMEOUT_S,
+    SEND_TIMEOUT_S,
+    close_within,
+    send_within,
+)
 from voice_agent.transports.webrtc import WebRTCTransport, ice_on_loopback
 
 log = logging.getLogger(__name__)
@@ -85,6 +97,9 @@ SESSION_PATHS = {"/ws": "webrtc", "/pcm": "pcm", "/v1/realtime": "realtime"}
 """WebSocket paths that each hold one session, and the transport they speak."""
 MAX_OPERATORS = 8
 """Dashboards attached at once (`/events`)."""
+CONNECT_TIMEOUT_S = 15.0
+"""How long a WebRTC peer may take from the answer to a connected peer connection (ICE and
+DTLS): on loopback it takes well under a second; one whose candidates lead nowhere never does."""
 
 
 class ServerError(Exception):
@@ -135,7 +150,13 @@ class Server(TaskOwner):
         self._draining = False
         self._all_ended = asyncio.Event()
         self._ws: WsServer | None = None
+        self._sockets: set[ServerConnection] = set()
+        """Every WebSocket being served (sessions and dashboards)."""
         self.loopback = check_binding(settings)
+        self.send_timeout_s = SEND_TIMEOUT_S
+        """How long a client may take nothing of what is sent to it before it is cut off."""
+        self.connect_timeout_s = CONNECT_TIMEOUT_S
+        """How long a WebRTC peer may take to connect after the answer."""
 
     # --- life ----------------------------------------------------------------------------------
 
@@ -153,7 +174,7 @@ class Server(TaskOwner):
             max_queue=32,
             server_header="voice-agent",
             open_timeout=10,
-            close_timeout=2,
+            close_timeout=CLOSE_TIMEOUT_S,
         )
 
     @property
@@ -184,7 +205,12 @@ class Server(TaskOwner):
             session.close()
         self.operators.close()  # dashboards too: websockets closes a server's sockets only once
         self._ws.close(close_connections=True)
-        await self._ws.wait_closed()
+        try:
+            await asyncio.wait_for(self._ws.wait_closed(), 2 * CLOSE_TIMEOUT_S)
+        except TimeoutError:  # a client that does not read holds its close frame: cut it
+            for ws in list(self._sockets):
+                ws.transport.abort()
+            await self._ws.wait_closed()
         self._ws = None
         if self.turn_log is not None:
             await self.turn_log.close()
@@ -284,6 +310,13 @@ class Server(TaskOwner):
     # --- sessions ------------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        self._sockets.add(ws)
+        try:
+            await self._serve(ws)
+        finally:
+            self._sockets.discard(ws)
+
+    async def _serve(self, ws: ServerConnection) -> None:
         path = urlsplit(ws.request.path if ws.request else "").path
         if path == "/events":
             await self._events(ws)
@@ -325,11 +358,11 @@ class Server(TaskOwner):
         await self.operators.serve(ws, self.settings.server.max_sessions)
 
     async def _refuse(self, ws: ServerConnection, code: str, message: str, close: int) -> None:
-        try:
-            await ws.send(json.dumps(error_event(code, message, fatal=True)))
-            await ws.close(close, code)
-        except ConnectionClosed:
-            pass
+        with contextlib.suppress(ConnectionClosed):
+            await send_within(
+                ws, json.dumps(error_event(code, message, fatal=True)), self.send_timeout_s
+            )
+        await close_within(ws, close, code)
 
     async def _first_message(self, ws: ServerConnection) -> Offer | Start | Bye:
         try:
@@ -348,10 +381,11 @@ class Server(TaskOwner):
         except KeyError as exc:
             raise ProtocolError("unknown_persona", str(exc.args[0])) from None
 
-    @staticmethod
-    def _sender(ws: ServerConnection) -> Any:
+    def _sender(self, ws: ServerConnection) -> SendJson:
+        """How a session's events reach its client: bounded by `send_timeout_s`."""
+
         async def send_json(message: dict[str, Any]) -> None:
-            await ws.send(json.dumps(message))
+            await send_within(ws, json.dumps(message), self.send_timeout_s)
 
         return send_json
 
@@ -362,14 +396,14 @@ class Server(TaskOwner):
         persona = self._persona(offer.persona)
         send = self._sender(ws)
         transport, answer = await WebRTCTransport.accept(
-            offer.sdp,
+            usable_candidates(offer.sdp),
             sample_rate=self.settings.audio.sample_rate,
             frame_ms=self.settings.audio.output_frame_ms,
             send_json=send,
             jitter_frames=self.settings.server.webrtc_jitter_frames,
         )
         try:
-            await ws.send(json.dumps({"type": "answer", "sdp": answer}))
+            await send({"type": "answer", "sdp": answer})
         except BaseException:
             await transport.close()
             raise
@@ -383,7 +417,11 @@ class Server(TaskOwner):
             raise ProtocolError("bad_message", f"expected 'start' first, got '{start.type}'")
         persona = self._persona(start.persona)
         transport = PcmTransport(
-            ws, start.sample_rate, self.settings.audio.sample_rate, self._sender(ws)
+            ws,
+            start.sample_rate,
+            self.settings.audio.sample_rate,
+            self._sender(ws),
+            send_timeout_s=self.send_timeout_s,
         )
         hello = self._hello(ws, {"sample_rate": start.sample_rate})
         await self._converse(ws, transport, persona, "pcm", hello)
@@ -401,6 +439,7 @@ class Server(TaskOwner):
             self.settings.audio.sample_rate,
             beta=beta,
             max_append_bytes=self.settings.server.max_message_bytes,
+            send_timeout_s=self.send_timeout_s,
         )
 
         async def hello(session: Session) -> None:
@@ -442,8 +481,9 @@ class Server(TaskOwner):
                 session.create_task(self._close_when(ws.wait_closed(), session), "socket")
                 if gone is not None:
                     session.create_task(self._close_when(gone, session), "peer")
-                if kind == "webrtc":
+                if isinstance(transport, WebRTCTransport):
                     session.create_task(self._signaling(ws, session), "signaling")
+                    session.create_task(self._connected(transport, session), "connect")
                 await session.run()
             finally:
                 del self.sessions[session.id]
@@ -453,7 +493,7 @@ class Server(TaskOwner):
                 self.metrics.session_ended(kind)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observer, 1.0)
-        await ws.close()
+        await close_within(ws)
 
     async def _backbone(self, persona: Persona) -> RemoteRealtime | None:
         """The remote realtime service a session speaks through, if that is the backbone."""
@@ -462,8 +502,9 @@ class Server(TaskOwner):
         try:
             return await connect_backbone(self.settings, persona)
         except RemoteRealtimeError as exc:
-            log.warning("%s", exc)
-            raise ProtocolError("backbone_unavailable", str(exc)) from None
+            message = redact(str(exc))
+            log.warning("%s", message)
+            raise ProtocolError("backbone_unavailable", message) from None
 
     def _hello(
         self, ws: ServerConnection, extra: dict[str, Any]
@@ -494,6 +535,37 @@ class Server(TaskOwner):
         await awaitable
         session.close()
 
+    async def _connected(self, transport: WebRTCTransport, session: Session) -> None:
+        """End the session with an `ice_failed` error if its peer connection fails, or has not
+        connected `connect_timeout_s` after the answer (candidates that lead nowhere: aioice
+        may go on checking them for long)."""
+        pc = transport.pc
+        changed = asyncio.Event()
+
+        def on_change() -> None:
+            changed.set()
+
+        pc.on("connectionstatechange", on_change)
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                while pc.connectionState not in ("connected", "failed", "closed"):
+                    changed.clear()
+                    await changed.wait()
+        except TimeoutError:
+            pass
+        finally:
+            pc.remove_listener("connectionstatechange", on_change)
+        if pc.connectionState in ("connected", "closed"):  # closed: the session is ending
+            return
+        why = (
+            "the peer connection failed"
+            if pc.connectionState == "failed"
+            else f"the peer did not connect within {self.connect_timeout_s:.0f} s of the answer"
+        )
+        data = {"message": f"{why} (ICE)", "source": "transport", "fatal": True}
+        session.bus.publish(Event("error", {**data, "code": "ice_failed"}))
+        session.close()
+
     async def _signaling(self, ws: ServerConnection, session: Session) -> None:
         """Messages after the offer: `bye` ends the session, anything else is an error."""
         try:
@@ -504,7 +576,8 @@ class Server(TaskOwner):
                         raise ProtocolError("bad_message", f"unexpected '{message.type}'")
                 except ProtocolError as exc:
                     self.metrics.error(exc.code)
-                    await ws.send(json.dumps(error_event(exc.code, exc.message, fatal=True)))
+                    event = error_event(exc.code, exc.message, fatal=True)
+                    await send_within(ws, json.dumps(event), self.send_timeout_s)
                 break
         except ConnectionClosed:
             pass

@@ -3,7 +3,8 @@
 After the `start` message (handled by the server), binary messages are 16-bit little-endian
 mono PCM at the client's rate, resampled on the way in to the pipeline's rate (one streaming
 resampler, so chunk edges add nothing). The reply goes back the same way, in 20 ms binary
-messages paced in real time by playback; events go as JSON text messages.
+messages paced in real time by playback; events go as JSON text messages. A client that takes
+nothing sent to it for `send_timeout_s` is cut off (`voice_agent.transports.sockets`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from voice_agent.frames import PCM, Frame, InputAudioFrame
 from voice_agent.protocol import Bye, ProtocolError, parse_client_message
 from voice_agent.transports.base import PeerTransport, SendJson
+from voice_agent.transports.sockets import SEND_TIMEOUT_S, close_within, send_within
 
 
 class PcmSink:
@@ -25,14 +27,19 @@ class PcmSink:
 
     realtime = True
 
-    def __init__(self, ws: ServerConnection, sample_rate: int) -> None:
+    def __init__(
+        self, ws: ServerConnection, sample_rate: int, send_timeout_s: float = SEND_TIMEOUT_S
+    ) -> None:
         self._ws = ws
         self.sample_rate = sample_rate
+        self.send_timeout_s = send_timeout_s
         self.frames_sent = 0
 
     async def write(self, pcm: PCM) -> None:
         try:
-            await self._ws.send(pcm.astype("<i2", copy=False).tobytes())
+            await send_within(
+                self._ws, pcm.astype("<i2", copy=False).tobytes(), self.send_timeout_s
+            )
             self.frames_sent += 1
         except ConnectionClosed:
             pass  # the client has gone: nothing is played, the session is ending
@@ -45,14 +52,21 @@ class PcmSink:
 
 
 class PcmTransport(PeerTransport):
-    """One program's session: PCM in and out over `ws`, at the client's `sample_rate`."""
+    """One program's session: PCM in and out over `ws`, at the client's `sample_rate`; audio
+    that the client does not take within `send_timeout_s` closes its socket."""
 
     def __init__(
-        self, ws: ServerConnection, sample_rate: int, pipeline_rate: int, send_json: SendJson
+        self,
+        ws: ServerConnection,
+        sample_rate: int,
+        pipeline_rate: int,
+        send_json: SendJson,
+        *,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
         super().__init__(send_json)
         self._ws = ws
-        self.sink = PcmSink(ws, sample_rate)
+        self.sink = PcmSink(ws, sample_rate, send_timeout_s)
         self.pipeline_rate = pipeline_rate
         self._resampler = (
             soxr.ResampleStream(sample_rate, pipeline_rate, 1, dtype="int16")
@@ -88,4 +102,4 @@ class PcmTransport(PeerTransport):
         return np.asarray(self._resampler.resample_chunk(pcm), np.int16)
 
     async def close(self) -> None:
-        await self._ws.close()
+        await close_within(self._ws)

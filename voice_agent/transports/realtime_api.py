@@ -8,8 +8,9 @@ the events mean is `voice_agent.realtime.conversation`'s business; this module m
 
 A client event that is malformed, unknown or cannot be acted on gets an `error` event and the
 session goes on, as the API does. Everything sent goes through one bounded queue, in order; a
-client that stops reading until the queue is full is disconnected (it would hold the reply's
-audio, and memory, without end).
+client that stops reading is disconnected (close 1008), as soon as the queue is full or when it
+has taken nothing for `send_timeout_s`, whichever comes first (it would hold the reply's audio,
+and memory, without end).
 """
 
 from __future__ import annotations
@@ -39,12 +40,18 @@ from voice_agent.realtime.schema import (
 )
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.base import Transport
+from voice_agent.transports.sockets import (
+    CLOSE_POLICY,
+    NOT_READING,
+    SEND_TIMEOUT_S,
+    close_within,
+    send_within,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 1024
 """Server events waiting for a client that reads slowly (~20 s of reply audio)."""
-CLOSE_SLOW = 1008
 _event_ids = itertools.count(1)
 
 
@@ -85,11 +92,18 @@ class RealtimeTransport(Transport, TaskOwner):
     """One Realtime API client's session over `ws` (see the module docstring)."""
 
     def __init__(
-        self, ws: ServerConnection, pipeline_rate: int, *, beta: bool, max_append_bytes: int
+        self,
+        ws: ServerConnection,
+        pipeline_rate: int,
+        *,
+        beta: bool,
+        max_append_bytes: int,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
         TaskOwner.__init__(self, "realtime")
         self._ws = ws
         self.beta = beta
+        self.send_timeout_s = send_timeout_s
         self.pipeline_rate = pipeline_rate
         self.max_append_bytes = max_append_bytes
         self.sink = RealtimeSink(self)
@@ -121,14 +135,14 @@ class RealtimeTransport(Transport, TaskOwner):
         except asyncio.QueueFull:
             log.warning("realtime client is not reading: %d events queued; closing", MAX_QUEUED)
             self._closed = True
-            self.create_task(self._ws.close(CLOSE_SLOW, "client is not reading"), "close-slow")
+            self.create_task(close_within(self._ws, CLOSE_POLICY, NOT_READING), "close-slow")
 
     async def _write(self) -> None:
         try:
             while True:
-                await self._ws.send(await self._out.get())
+                await send_within(self._ws, await self._out.get(), self.send_timeout_s)
         except ConnectionClosed:
-            return
+            self._closed = True  # nothing more is queued for a socket that is gone
 
     async def send_event(self, event: Event) -> None:
         if self.conversation is not None:
@@ -190,4 +204,4 @@ class RealtimeTransport(Transport, TaskOwner):
                 await asyncio.sleep(0.02)
         self._closed = True
         await self.cancel_tasks()
-        await self._ws.close()
+        await close_within(self._ws)
