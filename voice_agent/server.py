@@ -47,7 +47,7 @@ from websockets.http11 import Request, Response
 from voice_agent.backbone.realtime_client import RemoteRealtime, RemoteRealtimeError
 from voice_agent.backbone.realtime_stages import connect_backbone
 from voice_agent.config import Settings
-from voice_agent.events import Event, Subscription
+from voice_agent.events import Subscription
 from voice_agent.metrics import ServerMetrics, TurnLog
 from voice_agent.operators import OperatorFeed
 from voice_agent.persona import Persona, PersonaStore
@@ -562,9 +562,7 @@ class Server(TaskOwner):
             if pc.connectionState == "failed"
             else f"the peer did not connect within {self.connect_timeout_s:.0f} s of the answer"
         )
-        data = {"message": f"{why} (ICE)", "source": "transport", "fatal": True}
-        session.bus.publish(Event("error", {**data, "code": "ice_failed"}))
-        session.close()
+        session.fail("ice_failed", f"{why} (ICE)")
 
     async def _signaling(self, ws: ServerConnection, session: Session) -> None:
         """Messages after the offer: `bye` ends the session, anything else is an error."""

@@ -227,10 +227,7 @@ class Session(TaskOwner):
                 self.pipeline.queue(frame)
         except Exception as exc:
             log.warning("session %s: transport input failed: %s", self.id, exc)
-            code = getattr(exc, "code", None) or "internal"  # a ProtocolError names its own
-            data = {"message": str(exc), "source": "transport", "fatal": True, "code": code}
-            self.bus.publish(Event("error", data))
-            self._done.set()
+            self.fail(getattr(exc, "code", None) or "internal", str(exc))  # (ProtocolError's)
             return
         self.pipeline.queue(EndFrame())
 
@@ -250,6 +247,12 @@ class Session(TaskOwner):
 
     def close(self) -> None:
         """Ask `run` to return now (from any task of this loop)."""
+        self._done.set()
+
+    def fail(self, code: str, message: str, source: str = "transport") -> None:
+        """End the session with a fatal `error` event its client is told of."""
+        data = {"message": message, "source": source, "fatal": True, "code": code}
+        self.bus.publish(Event("error", data))
         self._done.set()
 
     def finish(self) -> None:
