@@ -6,7 +6,7 @@
     voice-agent models list | verify
     voice-agent config show
     voice-agent dashboard [--url ws://HOST:PORT]
-    voice-agent bench [models | turns | conversation]
+    voice-agent bench [models | turns | conversation | soak]
 
 Results go to stdout, logs and errors to stderr. Exit codes: 0 ok, 1 a problem with the input
 (a broken persona or config, say), 2 a usage error.
@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     b = sub.add_parser("bench", parents=[common], help="benchmarks that print figures")
     b.add_argument(
-        "suite", nargs="?", choices=["models", "turns", "conversation"], help="default: all"
+        "suite",
+        nargs="?",
+        choices=["models", "turns", "conversation", "soak"],
+        help="default: models and conversation",
     )
     b.add_argument(
         "--repeat",
@@ -118,11 +121,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     conv = b.add_argument_group("conversation")
     conv.add_argument("--url", help="a running server (ws://HOST:PORT); default: start one")
-    conv.add_argument("--sessions", type=int, default=1, help="simulated users at once")
-    conv.add_argument("--transport", choices=["webrtc", "pcm", "realtime"], default="webrtc")
+    conv.add_argument("--sessions", type=int, help="simulated users at once (default: 1; soak: 4)")
+    conv.add_argument(
+        "--transport",
+        choices=["webrtc", "pcm", "realtime"],
+        help="default: webrtc; soak: every one in turn",
+    )
     conv.add_argument("--persona", help="the simulated users' persona (default: the server's)")
     conv.add_argument(
         "--plot", type=Path, help="PNG of the latencies (default: bench-conversation.png)"
+    )
+    soak = b.add_argument_group("soak (also --url, --sessions, --transport, --persona)")
+    soak.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to open and close sessions (default: 60)",
     )
     return p
 
@@ -245,11 +260,14 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.repeat is not None and args.repeat < 1:
         raise ValueError("--repeat must be at least 1")
-    if args.sessions < 1:
+    if args.sessions is not None and args.sessions < 1:
         raise ValueError("--sessions must be at least 1")
 
     def progress(what: str) -> None:
         print(f"bench: {what}…", file=sys.stderr)
+
+    if args.suite == "soak":
+        return _soak(args, settings, progress)
 
     everything: list[figures.Figure] = []
     for suite in [args.suite] if args.suite else ["models", "conversation"]:
@@ -263,16 +281,18 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
                 conversation.run(
                     settings,
                     url=args.url,
-                    sessions=args.sessions,
+                    sessions=args.sessions or 1,
                     turns=args.repeat or 10,
-                    transport=args.transport,
+                    transport=args.transport or "webrtc",
                     argv=_settings_argv(args),
                     progress=progress,
                     persona=args.persona,
                 )
             )
             png = args.plot or Path("bench-conversation.png")
-            title = f"voice-agent bench conversation: {details['sessions']} x {args.transport}"
+            title = (
+                f"voice-agent bench conversation: {details['sessions']} x {details['transport']}"
+            )
             if conversation.plot(results, title, png):
                 print(f"plot written to {png}", file=sys.stderr)
             else:
@@ -289,6 +309,35 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     if not args.suite:
         print(figures.table(everything))
     return EXIT_OK
+
+
+def _soak(args: argparse.Namespace, settings: Settings, progress: Callable[[str], None]) -> int:
+    """`bench soak`: the table on stdout, everything (with the time series) as JSON; exit
+    status 1 when a count did not come back to its baseline or a session failed."""
+    from voice_agent.bench import soak
+
+    if not args.duration > 0:
+        raise ValueError("--duration must be more than 0 seconds")
+    try:
+        report = asyncio.run(
+            soak.run(
+                settings,
+                url=args.url,
+                sessions=args.sessions or soak.DEFAULT_WORKERS,
+                duration_s=args.duration,
+                argv=_settings_argv(args),
+                progress=progress,
+                transports=[args.transport] if args.transport else soak.TRANSPORTS,
+                persona=args.persona,
+            )
+        )
+    except (RuntimeError, OSError) as exc:  # no server, a failed warm-up, no /metrics
+        raise ValueError(str(exc)) from None
+    print(report.table())
+    path = args.json or Path("bench-soak.json")
+    path.write_text(json.dumps(report.as_json(), indent=2))
+    print(f"figures written to {path}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_INPUT
 
 
 def _serve_with_dashboard(argv: list[str], settings: Settings) -> int:

@@ -3,26 +3,96 @@
 One `ServerMetrics` per server, on its own registry (so tests and several servers in one
 process never share counters). The turn-latency histograms are fed from the same `turn_metrics`
 messages that sessions send their clients, so the page, the dashboard and Prometheus show the
-same figures. `TurnLog` appends each finished turn's whole timeline (`turn_record`, see
-`voice_agent.timeline`) to a file, off the event loop.
+same figures. The process gauges (`voice_agent_process_*`, `voice_agent_peer_connections`) are
+read when `/metrics` is scraped, on the event loop; `voice-agent bench soak` watches them come
+back to their idle baseline after load. `TurnLog` appends each finished turn's whole timeline
+(`turn_record`, see `voice_agent.timeline`) to a file, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread
 import json
 import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from voice_agent.tasks import TaskOwner
 from voice_agent.timeline import STAGES
+from voice_agent.transports.webrtc import live_peer_connections
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 log = logging.getLogger(__name__)
+
+
+def _loop_tasks() -> int | None:
+    try:
+        return len(asyncio.all_tasks(asyncio.get_running_loop()))
+    except RuntimeError:  # not on an event loop: nothing to count
+        return None
+
+
+def _pool_threads() -> int:
+    worker = concurrent.futures.thread._worker
+    return sum(getattr(t, "_target", None) is worker for t in threading.enumerate())
+
+
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc (not Linux)
+        return None
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+PROCESS_GAUGES: dict[str, tuple[str, Callable[[], int | None]]] = {
+    "voice_agent_process_tasks": ("asyncio tasks of the server's event loop", _loop_tasks),
+    "voice_agent_process_threads": ("Python threads alive", threading.active_count),
+    "voice_agent_process_pool_threads": (
+        "Of those, workers of thread pools (the loop's default executor, the engine pool): "
+        "started on demand up to the pool's size, then kept",
+        _pool_threads,
+    ),
+    "voice_agent_process_open_fds": ("Open file descriptors (Linux only)", _open_fds),
+    "voice_agent_process_rss_bytes": ("Resident memory in bytes (Linux only)", _rss_bytes),
+    "voice_agent_peer_connections": (
+        "WebRTC peer connections accepted and not closed yet",
+        live_peer_connections,
+    ),
+}
+"""Gauges read at scrape time: name -> (help, reader). A reader returns None where it cannot
+tell (no /proc, no running loop), and the gauge is then left out."""
+
+
+class ProcessCollector(Collector):
+    """The process's resources, read when scraped (`PROCESS_GAUGES`). Reads only /proc and
+    in-memory counts: cheap enough to run on the event loop, as `/metrics` does."""
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (doc, read) in PROCESS_GAUGES.items():
+            value = read()
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=value)
+
+    def describe(self) -> Iterator[Metric]:
+        for name, (doc, _read) in PROCESS_GAUGES.items():
+            yield GaugeMetricFamily(name, doc)
 
 
 class ServerMetrics:
@@ -55,6 +125,7 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        r.register(ProcessCollector())
         self._active = 0
 
     def session_started(self, transport: str) -> None:

@@ -42,12 +42,11 @@ class TaskOwner:
         return frozenset(self._tasks)
 
     async def cancel_tasks(self) -> None:
-        """Cancel every owned task and wait until all have finished."""
+        """Cancel every owned task and wait until all have finished (one that goes on after a
+        cancellation, which a library may swallow, is cancelled again each second)."""
         while self._tasks:
             pending = list(self._tasks)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await _cancel_all(pending)
             self._tasks.difference_update(pending)
 
 
@@ -55,5 +54,23 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """Cancel one task and wait for it to finish (no error if it already has)."""
     if task is None or task.done():
         return
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await _cancel_all([task])
+
+
+RECANCEL_AFTER_S = 1.0
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait until every one has finished. Python 3.11's `asyncio.wait_for`
+    (in our code or a library's) can swallow a cancellation that lands as what it awaits
+    completes: a task that goes on after one is told again, rather than waited for forever."""
+    waiting = [t for t in tasks if not t.done()]
+    while waiting:
+        for t in waiting:
+            t.cancel()
+        _, still = await asyncio.wait(waiting, timeout=RECANCEL_AFTER_S)
+        if still:
+            names = ", ".join(sorted(t.get_name() for t in still))
+            log.warning("tasks still running %.0f s after a cancel: %s", RECANCEL_AFTER_S, names)
+        waiting = list(still)
+    await asyncio.gather(*tasks, return_exceptions=True)  # (their outcomes, retrieved)

@@ -40,7 +40,10 @@ async def send_within(ws: ServerConnection, message: str | bytes, timeout_s: flo
     `timeout_s` has its socket closed (1008, "client is not reading"), which ends its session;
     this then raises `ConnectionClosed`, as a send on a closed socket does."""
     try:
-        await asyncio.wait_for(ws.send(message), timeout_s)
+        # (asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+        # that lands as the send completes, and the sender - playback - would go on for ever)
+        async with asyncio.timeout(timeout_s):
+            await ws.send(message)
     except TimeoutError:
         if ws.state is State.OPEN:  # (the path only: a query may hold the token)
             path = urlsplit(ws.request.path).path if ws.request is not None else "?"
@@ -56,8 +59,10 @@ async def close_within(
     than `timeout_s` (websockets' own `close` waits without end for a client that does not
     read to make room for the close frame). Idempotent; never raises."""
     try:
-        await asyncio.wait_for(ws.close(code, reason), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await ws.close(code, reason)
     except TimeoutError:
         ws.transport.abort()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ws.wait_closed(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await ws.wait_closed()

@@ -22,6 +22,7 @@ import contextlib
 import fractions
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -49,6 +50,15 @@ MAX_LAG_S = 0.2
 of bursting frames to catch up."""
 
 _gather_all = aioice.ice.get_host_addresses
+_accepted: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
+"""Every peer connection `WebRTCTransport.accept` made that is still referenced somewhere."""
+
+
+def live_peer_connections() -> int:
+    """How many peer connections this process accepted and has not closed yet (the
+    `voice_agent_peer_connections` gauge). Once every session is over it should be 0: more means
+    a peer connection outlived its session (its ICE, DTLS and media tasks run on with it)."""
+    return sum(pc.connectionState != "closed" for pc in list(_accepted))
 
 
 def _loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -218,6 +228,7 @@ class WebRTCTransport(PeerTransport):
         """Answer an offer: the transport and the answer's SDP. A bad offer raises
         `ProtocolError("bad_offer")` and leaves nothing open."""
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        _accepted.add(pc)
         transport = cls(pc, ReplyTrack(OUTPUT_RATE, frame_ms), sample_rate, send_json)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
