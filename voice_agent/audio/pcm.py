@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import soxr
 
@@ -40,3 +42,28 @@ def dbfs(pcm: PCM) -> float:
         return float("-inf")
     rms = float(np.sqrt(np.mean(np.square(pcm.astype(np.float64)))))
     return 20 * np.log10(rms / 32768.0) if rms > 0 else float("-inf")
+
+
+class Preroll:
+    """The last `samples` of a stream, in the chunks it came in (at most one chunk more): the
+    audio from before the VAD confirmed speech, which began a little earlier."""
+
+    def __init__(self, samples: int) -> None:
+        self.samples = samples
+        self._chunks: deque[PCM] = deque()
+        self._len = 0
+
+    def keep(self, pcm: PCM) -> None:
+        if not self.samples:
+            return
+        self._chunks.append(pcm)
+        self._len += len(pcm)
+        while self._chunks and self._len - len(self._chunks[0]) >= self.samples:
+            self._len -= len(self._chunks.popleft())
+
+    def take(self) -> list[PCM]:
+        """What is kept, oldest first; it is then forgotten."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        self._len = 0
+        return chunks

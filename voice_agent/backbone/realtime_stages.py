@@ -20,11 +20,11 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
+from voice_agent.audio.pcm import Preroll
 from voice_agent.backbone.realtime_client import (
     AUDIO_DELTA,
     INPUT_RATE,
@@ -88,9 +88,7 @@ class RemoteAudioStage(Stage):
     def __init__(self, conn: RemoteRealtime, preroll_ms: int = 0) -> None:
         super().__init__("realtime-audio")
         self.conn = conn
-        self.preroll_samples = INPUT_RATE * preroll_ms // 1000
-        self._preroll: deque[PCM] = deque()
-        self._preroll_len = 0
+        self._preroll = Preroll(INPUT_RATE * preroll_ms // 1000)
         self._speaking = False
         self._failing = False
 
@@ -101,15 +99,11 @@ class RemoteAudioStage(Stage):
                 self._fail(f"input audio at {frame.sample_rate} Hz, not {INPUT_RATE}")
             elif self._speaking:
                 await self._append(frame.pcm)
-            elif self.preroll_samples:
-                self._preroll.append(frame.pcm)
-                self._preroll_len += len(frame.pcm)
-                while self._preroll_len - len(self._preroll[0]) >= self.preroll_samples:
-                    self._preroll_len -= len(self._preroll.popleft())
+            else:
+                self._preroll.keep(frame.pcm)
         elif isinstance(frame, UserStartedSpeakingFrame):
             self._speaking = True
-            preroll, self._preroll, self._preroll_len = self._preroll, deque(), 0
-            for pcm in preroll:
+            for pcm in self._preroll.take():
                 await self._append(pcm)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self._speaking = False

@@ -8,15 +8,14 @@ between two tokens.
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from voice_agent.audio.pcm import Preroll
 from voice_agent.backbone.base import ASREngine, ASRStream, GenerationParams, LLMEngine, TTSEngine
 from voice_agent.backbone.chunking import ClauseChunker
 from voice_agent.executor import Runner
 from voice_agent.frames import (
-    PCM,
     BotStoppedSpeakingFrame,
     ControlFrame,
     DataFrame,
@@ -84,9 +83,7 @@ class ASRStage(Stage):
         self.engine = engine
         self.executor = executor
         self.partial_samples = engine.sample_rate * partial_interval_ms // 1000
-        self.preroll_samples = engine.sample_rate * preroll_ms // 1000
-        self._preroll: deque[PCM] = deque()
-        self._preroll_len = 0
+        self._preroll = Preroll(engine.sample_rate * preroll_ms // 1000)
         self._stream: ASRStream | None = None
         self._since_partial = 0
         self._last_partial = ""
@@ -99,7 +96,7 @@ class ASRStage(Stage):
         if isinstance(frame, InputAudioFrame):
             await self.push(frame, direction)
             if self._stream is None:
-                self._keep_preroll(frame.pcm)
+                self._preroll.keep(frame.pcm)
                 return
             if self._stretch >= self.max_stretch_samples:
                 return
@@ -117,10 +114,8 @@ class ASRStage(Stage):
             await self.push(frame, direction)
             self._stream = self.engine.stream()
             self._stretch = 0
-            for pcm in self._preroll:
+            for pcm in self._preroll.take():
                 self._stream.accept(pcm)
-            self._preroll.clear()
-            self._preroll_len = 0
             self._since_partial, self._last_partial, self._partial_waiting = 0, "", False
         elif isinstance(frame, UserStoppedSpeakingFrame):
             await self.push(frame, direction)
@@ -152,14 +147,6 @@ class ASRStage(Stage):
         if self._stream is not None and not self._partial_waiting:  # one at a time
             self._since_partial, self._partial_waiting = 0, True
             self.queue_frame(_Partial(stream=self._stream))
-
-    def _keep_preroll(self, pcm: PCM) -> None:
-        if not self.preroll_samples:
-            return
-        self._preroll.append(pcm)
-        self._preroll_len += len(pcm)
-        while self._preroll and self._preroll_len - len(self._preroll[0]) >= self.preroll_samples:
-            self._preroll_len -= len(self._preroll.popleft())
 
 
 _SENTENCE = re.compile(r"[.!?](\s|$)")

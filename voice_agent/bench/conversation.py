@@ -225,6 +225,16 @@ class Served:
     """The server's process, when this command started it (for its CPU use)."""
 
 
+def bench_server(
+    url: str | None, argv: Sequence[str], progress: Progress, what: str
+) -> contextlib.AbstractAsyncContextManager[Served]:
+    """The server at `url`, or (None) one started for the `what` with `argv`."""
+    if url is not None:
+        return contextlib.nullcontext(Served(url.rstrip("/"), None))
+    progress(f"starting a server (voice-agent serve) for the {what}")
+    return self_started_server(argv)
+
+
 @contextlib.asynccontextmanager
 async def self_started_server(argv: Sequence[str]) -> AsyncIterator[Served]:
     """`voice-agent serve` in a child process on a free port, until the block ends.
@@ -280,13 +290,7 @@ async def run(
     """Run the script with `sessions` users at once; the figures, and the details for JSON."""
     progress("voicing the script with the project's TTS")
     lines = await asyncio.to_thread(voice_script, settings)
-    server: contextlib.AbstractAsyncContextManager[Served]
-    if url is None:
-        progress("starting a server (voice-agent serve) for the bench")
-        server = self_started_server(argv)
-    else:
-        server = contextlib.nullcontext(Served(url.rstrip("/"), None))
-    async with server as served:
+    async with bench_server(url, argv, progress, "bench") as served:
         connect = CALLERS[transport].connect
 
         async def one(i: int) -> Result:

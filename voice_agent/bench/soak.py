@@ -43,8 +43,7 @@ from voice_agent.bench.conversation import (
     RATE,
     Lines,
     Progress,
-    Served,
-    self_started_server,
+    bench_server,
     voice_script,
 )
 from voice_agent.config import Settings
@@ -456,14 +455,8 @@ async def run(
         lines = await asyncio.to_thread(voice_script, settings)
     plan = [(t, b) for b in behaviours for t in transports]
     report = SoakReport(workers=sessions, duration_s=duration_s)
-    server: contextlib.AbstractAsyncContextManager[Served]
-    if url is None:
-        progress("starting a server (voice-agent serve) for the soak")
-        server = self_started_server(argv)
-    else:
-        server = contextlib.nullcontext(Served(url.rstrip("/"), None))
     kw = {"persona": persona} if persona is not None else {}
-    async with server as served:
+    async with bench_server(url, argv, progress, "soak") as served:
         progress(f"warm-up: one turn over each of {', '.join(transports)}")
         for t in transports:
             try:
