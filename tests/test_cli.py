@@ -17,7 +17,17 @@ import pytest
 from voice_agent.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["serve", "talk", "transcribe", "speak", "personas", "models", "bench", "dashboard"]
+SUBCOMMANDS = [
+    "serve",
+    "talk",
+    "transcribe",
+    "speak",
+    "personas",
+    "models",
+    "doctor",
+    "bench",
+    "dashboard",
+]
 
 
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,7 +68,12 @@ async def test_page_static_files_personas_health_and_metrics(make_server: MakeSe
     assert status == 200 and {"concierge", "tutor"} <= {p["id"] for p in personas}
     assert [p["id"] for p in personas if p["default"]] == ["concierge"]
     status, _, body = await http_get(server.url + "/healthz")
-    assert status == 200 and json.loads(body) == {"status": "ok", "sessions": 0, "max_sessions": 16}
+    assert status == 200 and json.loads(body) == {
+        "status": "ok",
+        "sessions": 0,
+        "max_sessions": 16,
+        "engines": {},  # fake engines: nothing runs apart
+    }
     status, kind, body = await http_get(server.url + "/metrics")
     assert status == 200 and kind.startswith("text/plain")
     assert b"voice_agent_sessions_active 0.0" in body

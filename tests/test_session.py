@@ -18,6 +18,7 @@ from tests.fakes import (
     persona,
     settings,
 )
+from voice_agent.backbone.base import GenerationParams
 from voice_agent.events import Subscription
 from voice_agent.session import Session
 
@@ -219,21 +220,21 @@ async def test_the_persona_prompt_is_prefilled_when_the_session_starts() -> None
     class PrefillingLLM(FakeLLM):
         def __init__(self) -> None:
             super().__init__([])
-            self.prefilled: list[list[dict[str, str]]] = []
+            self.prefilled: list[tuple[list[dict[str, str]], str | None]] = []
 
-        def prefill(self, messages: list[dict[str, str]]) -> None:
-            self.prefilled.append(messages)
+        def prefill(self, messages: list[dict[str, str]], params: GenerationParams) -> None:
+            self.prefilled.append((messages, params.conversation))
 
     llm = PrefillingLLM()
     async with Session(settings(), persona(), FakeTransport(), engines(FakeASR([]), llm)) as s:
         s.close()
         await s.run()
-    assert llm.prefilled == [[{"role": "system", "content": "Be brief."}]]
+    assert llm.prefilled == [([{"role": "system", "content": "Be brief."}], s.name)]
 
 
 async def test_a_stage_that_fails_to_start_leaves_nothing_running() -> None:
     class BrokenLLM(FakeLLM):
-        def prefill(self, messages: list[dict[str, str]]) -> None:
+        def prefill(self, messages: list[dict[str, str]], params: GenerationParams) -> None:
             raise RuntimeError("no model")
 
     before = asyncio.all_tasks()

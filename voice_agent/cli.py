@@ -4,6 +4,7 @@
     voice-agent talk | transcribe FILE | speak TEXT -o FILE.wav
     voice-agent personas list | show ID | validate PATH...
     voice-agent models list | verify
+    voice-agent doctor
     voice-agent config show
     voice-agent dashboard [--url ws://HOST:PORT]
     voice-agent bench [models | turns | conversation | soak]
@@ -97,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", parents=[common], help="the embedded models")
     m.add_argument("action", choices=["list", "verify"])
+    sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="does every engine run on this machine? (CPU, llama.cpp build, models, a test run)",
+    )
     c = sub.add_parser("config", parents=[common], help="the effective settings")
     c.add_argument("action", choices=["show"])
     d = sub.add_parser("dashboard", parents=[common], help="latency dashboard for a running server")
@@ -365,10 +371,26 @@ def _serve_with_dashboard(argv: list[str], settings: Settings) -> int:
             child.kill()
             child.wait()
     if child.returncode not in (0, -15):
-        print(f"voice-agent serve: the server exited with {child.returncode}; see {log}",
-              file=sys.stderr)  # fmt: skip
+        print(f"voice-agent serve: {_server_death(child.returncode, log)}", file=sys.stderr)
         return child.returncode if child.returncode > 0 else EXIT_INPUT
     return code
+
+
+def _server_death(returncode: int, log: Path) -> str:
+    """Why the server child ended, in one line: its own last word, or the signal that killed
+    it (a native runtime's crash leaves no Python error behind)."""
+    import signal
+
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return (f"the server died ({name}); see {log}, and run `voice-agent doctor` to see "
+                "which engine crashes on this machine")  # fmt: skip
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    last = lines[-1].removeprefix("voice-agent serve: ") if lines else "no output"
+    return f"the server exited with {returncode}: {last} (log: {log})"
 
 
 def _settings_argv(args: argparse.Namespace) -> list[str]:
@@ -380,6 +402,7 @@ def _settings_argv(args: argparse.Namespace) -> list[str]:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.enginecheck import EngineCheckFailed
     from voice_agent.server import ServerError, check_binding, run_server
 
     try:
@@ -387,6 +410,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             check_binding(settings)
             return _serve_with_dashboard(args.argv, settings)
         asyncio.run(run_server(settings))
+    except EngineCheckFailed as exc:
+        print(f"voice-agent serve: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     except ServerError as exc:
         print(f"voice-agent serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -479,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(settings_as_yaml(settings), end="")
         return EXIT_OK
+    if args.command == "doctor":
+        from voice_agent.doctor import doctor
+
+        return doctor(settings, sys.stdout)
     if args.command == "talk":
         from voice_agent.talk import talk
 

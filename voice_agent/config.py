@@ -98,7 +98,11 @@ class ASRSettings(Section):
 
 
 class LLMSettings(Section):
-    engine: Literal["llama-cpp", "openai", "transformers"] = "llama-cpp"
+    engine: Literal["llama-server", "llama-cpp", "openai", "transformers"] = "llama-server"
+    """`llama-server`: llama.cpp's server in a child process, replies of every session decoded
+    together, a slot (prompt cache) per session, restarted if it crashes (the default);
+    `llama-cpp`: llama.cpp inside this process, one reply at a time (extra `llama-cpp`);
+    `openai`: an OpenAI-compatible server at `base_url`; `transformers`: extra `torch`."""
     model: str = "qwen2.5-0.5b"
     """A model id from models/catalog.yaml, or the server's model name for the `openai` engine."""
     model_path: Path | None = None
@@ -110,6 +114,9 @@ class LLMSettings(Section):
     context_tokens: Annotated[int, Field(ge=256, le=131_072)] = 2048
     max_tokens: Annotated[int, Field(ge=1, le=4096)] = 160
     threads: Annotated[int, Field(ge=1, le=64)] = 2
+    slots: Annotated[int, Field(ge=1, le=256)] = 8
+    """`llama-server`: sessions whose replies are decoded together, each keeping its prompt in
+    its own slot (memory: `context_tokens` x slots of KV cache); more sessions share them."""
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.6
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
     repeat_penalty: Annotated[float, Field(ge=1, le=2)] = 1.15

@@ -10,6 +10,11 @@ session a `Lane` with the same API, and the pool is shared fairly between lanes:
   (round robin) and a lane with one call waits for at most one call from each other lane, never
   behind another session's whole burst (a long LLM stream, a run of ASR partials). Calls made on
   the executor itself go through its default lane.
+- Urgent work first: each call has a `Priority`. A free pool thread takes the most urgent call
+  at the front of any lane, and among equals the lane served least recently. What decides when
+  a person hears the reply (the final transcript, the end-of-turn score, the first clause's
+  speech) is `URGENT`; later sentences are `NORMAL`; partial transcripts are `BACKGROUND`, so
+  eight sessions' partials never hold up one session's final.
 - Calls beyond `max_pending` (waiting or running, all lanes together) are refused with
   `BusyError` at once rather than queued behind everyone else.
 - A call that runs past its timeout (`call_timeout_s` unless the caller gives one) raises
@@ -34,12 +39,22 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import Enum, auto
+from enum import Enum, IntEnum, auto
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast
 
 T = TypeVar("T")
 _END = object()
+
+
+class Priority(IntEnum):
+    """How soon a call should run when the pool is contended (lower first)."""
+
+    URGENT = 0
+    """On the path to the reply's first sound: final transcripts, end of turn, first clause."""
+    NORMAL = 1
+    BACKGROUND = 2
+    """Nice to have soon: partial transcripts."""
 
 
 class BusyError(RuntimeError):
@@ -49,11 +64,23 @@ class BusyError(RuntimeError):
 class Runner(Protocol):
     """What stages call engines through: an `EngineExecutor` or one of its lanes."""
 
-    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout_s: float | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> T:
         """Run `fn(*args)` in the pool and return its result."""
         ...
 
-    def stream(self, it: Iterator[T], *, timeout_s: float | None = None) -> AsyncIterator[T]:
+    def stream(
+        self,
+        it: Iterator[T],
+        *,
+        timeout_s: float | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> AsyncIterator[T]:
         """Iterate a synchronous iterator in the pool, one item per call."""
         ...
 
@@ -71,6 +98,7 @@ class _Job:
     timeout_s: float
     result: asyncio.Future[Any] | None
     """Where the caller waits; None for a stream's clean-up, which nobody waits for."""
+    priority: Priority = Priority.NORMAL
     state: _State = _State.QUEUED
     timer: asyncio.TimerHandle | None = None
 
@@ -94,13 +122,25 @@ class Lane(Runner):
         self._served = 0
         """The executor's dispatch count when this lane last started a call (0: never)."""
 
-    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout_s: float | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> T:
         """Run `fn(*args)` in the pool, in this lane's turn, and return its result."""
         if self.closed:
             raise RuntimeError(f"engine lane {self.name!r} is closed")
-        return await self.executor._call(self, functools.partial(fn, *args), timeout_s)
+        return await self.executor._call(self, functools.partial(fn, *args), timeout_s, priority)
 
-    async def stream(self, it: Iterator[T], *, timeout_s: float | None = None) -> AsyncIterator[T]:
+    async def stream(
+        self,
+        it: Iterator[T],
+        *,
+        timeout_s: float | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> AsyncIterator[T]:
         """Iterate a synchronous iterator in the pool, one item per call.
 
         However the iteration ends (exhausted, cancelled, failed), the iterator is closed in the
@@ -139,7 +179,7 @@ class Lane(Runner):
 
         try:
             while True:
-                item = await self.run(step, timeout_s=timeout_s)
+                item = await self.run(step, timeout_s=timeout_s, priority=priority)
                 if item is _END:
                     return
                 yield cast(T, item)
@@ -192,13 +232,25 @@ class EngineExecutor(Runner):
         """A new queue for one session's calls, served in turn with the other lanes."""
         return Lane(self, name)
 
-    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout_s: float | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> T:
         """Run `fn(*args)` in the pool (in the default lane) and return its result."""
-        return await self._default.run(fn, *args, timeout_s=timeout_s)
+        return await self._default.run(fn, *args, timeout_s=timeout_s, priority=priority)
 
-    def stream(self, it: Iterator[T], *, timeout_s: float | None = None) -> AsyncIterator[T]:
+    def stream(
+        self,
+        it: Iterator[T],
+        *,
+        timeout_s: float | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> AsyncIterator[T]:
         """Iterate a synchronous iterator in the pool (in the default lane); see `Lane.stream`."""
-        return self._default.stream(it, timeout_s=timeout_s)
+        return self._default.stream(it, timeout_s=timeout_s, priority=priority)
 
     def shutdown(self) -> None:
         """Stop the pool without waiting for running calls; calls still waiting are cancelled."""
@@ -210,14 +262,16 @@ class EngineExecutor(Runner):
                     with contextlib.suppress(RuntimeError):  # its loop is closed
                         job.loop.call_soon_threadsafe(job.result.cancel)
 
-    async def _call(self, lane: Lane, fn: Callable[[], T], timeout_s: float | None) -> T:
+    async def _call(
+        self, lane: Lane, fn: Callable[[], T], timeout_s: float | None, priority: Priority
+    ) -> T:
         if self._shut:
             raise RuntimeError("cannot run engine calls after the executor shut down")
         if self.pending >= self.max_pending:
             raise BusyError(f"{self.pending} engine calls already waiting")
         loop = asyncio.get_running_loop()
         result: asyncio.Future[T] = loop.create_future()
-        job = _Job(fn, loop, timeout_s or self.call_timeout_s, result)
+        job = _Job(fn, loop, timeout_s or self.call_timeout_s, result, priority)
         self.pending += 1
         try:
             self._enqueue(lane, job)
@@ -240,7 +294,7 @@ class EngineExecutor(Runner):
             with contextlib.suppress(RuntimeError):
                 self._pool.submit(fn)
             return
-        self._enqueue(lane, _Job(fn, loop, self.call_timeout_s, None))
+        self._enqueue(lane, _Job(fn, loop, self.call_timeout_s, None, Priority.URGENT))
 
     def _enqueue(self, lane: Lane, job: _Job) -> None:
         lane._queue.append(job)
@@ -250,7 +304,7 @@ class EngineExecutor(Runner):
     def _dispatch(self) -> None:
         """Start waiting calls, lane by lane in turn, while a pool thread is free."""
         while self.running < self.workers and self._ready:
-            lane = min(self._ready, key=lambda ln: ln._served)
+            lane = min(self._ready, key=lambda ln: (ln._queue[0].priority, ln._served))
             job = lane._queue.popleft()
             if not lane._queue:
                 del self._ready[lane]

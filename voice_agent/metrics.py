@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from voice_agent.tasks import TaskOwner
@@ -95,6 +95,30 @@ class ProcessCollector(Collector):
             yield GaugeMetricFamily(name, doc)
 
 
+class EngineCollector(Collector):
+    """Engines that run apart (the LLM server child), read when scraped from `health()`:
+    ``{"llm": {"state": "up", "restarts": 0, ...}}``."""
+
+    def __init__(self, health: Callable[[], dict[str, Any]]) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[Metric]:
+        for engine, state in self.health().items():
+            yield GaugeMetricFamily(
+                f"voice_agent_{engine}_server_up",
+                f"1 while the {engine} server serves, 0 while it (re)starts",
+                value=1 if state.get("state") == "up" else 0,
+            )
+            yield CounterMetricFamily(
+                f"voice_agent_{engine}_server_restarts",
+                f"Times the {engine} server died and was started again",
+                value=state.get("restarts", 0),
+            )
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # names depend on the engines loaded: not checked at registration
+
+
 class ServerMetrics:
     """Counters, gauges and histograms of one server."""
 
@@ -127,6 +151,10 @@ class ServerMetrics:
         )
         r.register(ProcessCollector())
         self._active = 0
+
+    def watch_engines(self, health: Callable[[], dict[str, Any]]) -> None:
+        """Report the engines' own health (see `EngineCollector`) on every scrape."""
+        self.registry.register(EngineCollector(health))
 
     def session_started(self, transport: str) -> None:
         self.sessions.labels(transport).inc()

@@ -141,6 +141,7 @@ class Server(TaskOwner):
         self.engines = engines
         self.personas = personas or PersonaStore(settings.personas.dirs)
         self.metrics = metrics or ServerMetrics()
+        self.metrics.watch_engines(engines.health)
         self.operators = OperatorFeed(settings.metrics.turns_kept)
         path = settings.metrics.jsonl_path
         self.turn_log = TurnLog(path) if path is not None else None
@@ -243,6 +244,7 @@ class Server(TaskOwner):
                 "status": "draining" if self._draining else "ok",
                 "sessions": len(self.sessions),
                 "max_sessions": cfg.max_sessions,
+                "engines": self.engines.health(),
             }
             return self._json(conn, status, body)
         if path == "/metrics":
@@ -585,10 +587,12 @@ class Server(TaskOwner):
 async def run_server(settings: Settings) -> None:
     """`voice-agent serve`: load the engines, serve until SIGINT or SIGTERM, shut down."""
     from voice_agent.backbone.factory import load_engines
+    from voice_agent.enginecheck import ensure_engines_run
 
     check_binding(settings)
     personas = PersonaStore(settings.personas.dirs)
     personas.get(settings.personas.default)  # a missing default persona stops us now
+    await asyncio.to_thread(ensure_engines_run, settings)  # a crash here would end us unsaid
     log.info("loading the models (the first time, split models are joined and verified)")
     engines = await asyncio.to_thread(load_engines, settings)
     try:

@@ -69,6 +69,11 @@ class Engines:
                 close()
         self.executor.shutdown()
 
+    def health(self) -> dict[str, Any]:
+        """The state of engines that run apart and can fail on their own (the LLM server)."""
+        health = getattr(self.llm, "health", None)
+        return {"llm": health()} if health is not None else {}
+
     def tts_for(self, persona: Persona) -> TTSEngine:
         engine = self.tts.get(persona.voice.engine)
         if engine is None:
@@ -112,7 +117,9 @@ class Session(TaskOwner):
         self._turn_changes: dict[str, Any] = {}
         s, e = self.settings, self.engines
         llm = s.engines.llm
-        params = GenerationParams(llm.max_tokens, llm.temperature, llm.top_p, llm.repeat_penalty)
+        params = GenerationParams(
+            llm.max_tokens, llm.temperature, llm.top_p, llm.repeat_penalty, conversation=self.name
+        )
         self._vad = VADStage(e.vad(), s.audio.sample_rate) if e.vad is not None else None
         self._turns = TurnStage(
             TurnPolicy.of(s, persona),

@@ -18,6 +18,7 @@ from voice_agent.audio.echo import EchoCanceller
 from voice_agent.backbone.realtime_client import RemoteRealtimeError
 from voice_agent.backbone.realtime_stages import connect_backbone
 from voice_agent.config import Settings
+from voice_agent.enginecheck import EngineCheckFailed, ensure_engines_run
 from voice_agent.events import Event, Subscription
 from voice_agent.modelfiles import ModelError
 from voice_agent.persona import Persona, PersonaStore
@@ -168,6 +169,7 @@ def talk(
             from voice_agent.backbone.factory import load_engines
 
             err.write("voice-agent talk: loading the models…\n")
+            ensure_engines_run(settings)
             engines = load_engines(settings)
         transport = LocalTransport(rate, sd=sd, devices=devices)
         printer = TranscriptPrinter(out, err, live=out.isatty())
@@ -183,6 +185,7 @@ def talk(
         OSError,
         ValueError,
         RemoteRealtimeError,
+        EngineCheckFailed,
     ) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         err.write(f"voice-agent talk: {message}\n")

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voice_agent.config import Settings
-from voice_agent.executor import Runner
+from voice_agent.executor import Priority, Runner
 from voice_agent.frames import (
     PCM,
     BotStartedSpeakingFrame,
@@ -586,7 +586,7 @@ class TurnStage(Stage):
     async def _score(self, pause: int, audio: PCM) -> None:
         assert self.turn_model is not None
         try:
-            p = await self.executor.run(self.turn_model, audio)
+            p = await self.executor.run(self.turn_model, audio, priority=Priority.URGENT)
         except Exception as exc:  # the silence rule still ends the turn
             self.emit("turn_model_failed", error=f"{type(exc).__name__}: {exc}")
             return

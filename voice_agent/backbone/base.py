@@ -40,6 +40,9 @@ class GenerationParams:
     top_p: float = 0.9
     repeat_penalty: float = 1.15
     stop: tuple[str, ...] = ()
+    conversation: str | None = None
+    """Which conversation asks (a session's id): an engine that serves several at once keeps
+    each one's prompt cache apart by it; others ignore it."""
 
 
 class LLMEngine(Protocol):

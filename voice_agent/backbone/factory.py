@@ -17,7 +17,7 @@ from voice_agent.audio.vad import vad_factory
 from voice_agent.backbone.base import ASREngine, LLMEngine, TTSEngine
 from voice_agent.config import ASRSettings, EngineSettings, LLMSettings, Settings, TTSSettings
 from voice_agent.executor import EngineExecutor
-from voice_agent.modelfiles import ModelStore
+from voice_agent.modelfiles import ModelStore, default_cache_dir
 from voice_agent.session import Engines
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,19 @@ def load_asr(s: ASRSettings, store: ModelStore) -> ASREngine:
 def load_llm(s: LLMSettings, store: ModelStore) -> LLMEngine:
     t = time.perf_counter()
     engine: LLMEngine
-    if s.engine == "llama-cpp":
+    if s.engine == "llama-server":
+        from voice_agent.backbone.llm_llama_server import LlamaServerLLM
+
+        engine = LlamaServerLLM(
+            s.model_path or store.path(s.model),
+            slots=s.slots,
+            context_tokens=s.context_tokens,
+            threads=s.threads,
+            log_path=default_cache_dir().parent / "llm-server" / f"{os.getpid()}.log",
+            sampling={"top_k": 40, "min_p": 0.05},
+            timeout_s=s.request_timeout_s,
+        )
+    elif s.engine == "llama-cpp":
         from voice_agent.backbone.llm_llama import LlamaCppLLM
 
         engine = LlamaCppLLM(

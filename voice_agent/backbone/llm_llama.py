@@ -132,10 +132,13 @@ class LlamaCppLLM:
         self._requests.put(req)
         return _Stream(req, self._worker)
 
-    def prefill(self, messages: Sequence[dict[str, str]]) -> threading.Event:
+    def prefill(
+        self, messages: Sequence[dict[str, str]], params: GenerationParams | None = None
+    ) -> threading.Event:
         """Evaluate `messages` into the KV cache in the background (e.g. a persona's system
         prompt and examples when a session starts), so that the first reply only evaluates what
-        follows them. Returns at once, with an event set when it is done."""
+        follows them. Returns at once, with an event set when it is done. (One context: the
+        conversation in `params` changes nothing.)"""
         req = _Request([dict(m) for m in messages], GenerationParams(), prefill=True)
         self._requests.put(req)
         return req.finished

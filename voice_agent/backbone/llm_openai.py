@@ -10,7 +10,7 @@ response, which tells the server to stop generating.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -59,6 +59,7 @@ class OpenAICompatibleLLM:
         self.repeat_penalty_key = repeat_penalty_key
         self.extra_body = dict(extra_body or {})
         self._key = api_key
+        self._transport = transport
         headers = {"Accept": "text/event-stream"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -69,6 +70,17 @@ class OpenAICompatibleLLM:
     def stream(self, messages: Sequence[dict[str, str]], params: GenerationParams) -> Iterator[str]:
         """Yield the reply's text as the server streams it. Nothing is sent until the first
         `next()`; closing the iterator closes the response."""
+        return self.stream_body(self.body(messages, params))
+
+    def astream(
+        self, messages: Sequence[dict[str, str]], params: GenerationParams
+    ) -> AsyncIterator[str]:
+        """`stream` for the event loop: no thread waits on the network. Closing the iterator
+        (or cancelling the task that reads it) closes the response."""
+        return self.astream_body(self.body(messages, params))
+
+    def body(self, messages: Sequence[dict[str, str]], params: GenerationParams) -> dict[str, Any]:
+        """The request for a streamed reply to `messages`."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [dict(m) for m in messages],
@@ -82,20 +94,19 @@ class OpenAICompatibleLLM:
         if self.repeat_penalty_key:
             body[self.repeat_penalty_key] = params.repeat_penalty
         body.update(self.extra_body)
-        return self._stream(body)
+        return body
 
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
 
-    def _stream(self, body: dict[str, Any]) -> Iterator[str]:
+    def stream_body(self, body: dict[str, Any]) -> Iterator[str]:
+        """Stream the reply to a request made by `body` (and changed as the caller likes)."""
         try:
             with self._client.stream("POST", self.url, json=body) as response:
                 if response.status_code >= 400:
                     raise self._error(f"HTTP {response.status_code}", _read(response, _EXCERPT * 4))
-                kind = response.headers.get("content-type", "")
-                if not kind.startswith("text/event-stream"):
-                    # a server that ignored stream=true: one JSON reply
+                if not _is_sse(response):  # a server that ignored stream=true: one JSON reply
                     yield self._whole_reply(_read(response, _MAX_REPLY_BYTES))
                     return
                 for line in response.iter_lines():
@@ -106,6 +117,40 @@ class OpenAICompatibleLLM:
                         yield piece
         except httpx.TimeoutException as exc:
             raise self._error(f"timed out ({type(exc).__name__})") from None
+        except httpx.ConnectError as exc:
+            raise self._error(f"cannot connect: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise self._error(f"request failed: {type(exc).__name__}: {exc}") from None
+
+    async def astream_body(self, body: dict[str, Any]) -> AsyncIterator[str]:
+        """`stream_body` for the event loop."""
+        try:
+            async with (
+                httpx.AsyncClient(
+                    headers=self._client.headers,
+                    timeout=self._client.timeout,
+                    transport=self._transport  # a MockTransport serves both kinds
+                    if isinstance(self._transport, httpx.AsyncBaseTransport)
+                    else None,
+                ) as client,
+                client.stream("POST", self.url, json=body) as response,
+            ):
+                if response.status_code >= 400:
+                    body_text = await _aread(response, _EXCERPT * 4)
+                    raise self._error(f"HTTP {response.status_code}", body_text)
+                if not _is_sse(response):
+                    yield self._whole_reply(await _aread(response, _MAX_REPLY_BYTES))
+                    return
+                async for line in response.aiter_lines():
+                    piece = self._event(line)
+                    if piece is None:
+                        return
+                    if piece:
+                        yield piece
+        except httpx.TimeoutException as exc:
+            raise self._error(f"timed out ({type(exc).__name__})") from None
+        except httpx.ConnectError as exc:
+            raise self._error(f"cannot connect: {exc}") from None
         except httpx.HTTPError as exc:
             raise self._error(f"request failed: {type(exc).__name__}: {exc}") from None
 
@@ -156,6 +201,20 @@ class OpenAICompatibleLLM:
                 excerpt = excerpt[:_EXCERPT] + "..."
             msg += f": {excerpt}"
         return RuntimeError(msg)
+
+
+def _is_sse(response: httpx.Response) -> bool:
+    return str(response.headers.get("content-type", "")).startswith("text/event-stream")
+
+
+async def _aread(response: httpx.Response, limit: int) -> str:
+    """`_read` for an async response."""
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return body[:limit].decode(errors="replace")
 
 
 def _read(response: httpx.Response, limit: int) -> str:

@@ -8,13 +8,14 @@ between two tokens.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from voice_agent.audio.pcm import Preroll
 from voice_agent.backbone.base import ASREngine, ASRStream, GenerationParams, LLMEngine, TTSEngine
 from voice_agent.backbone.chunking import ClauseChunker
-from voice_agent.executor import Runner
+from voice_agent.executor import Priority, Runner
 from voice_agent.frames import (
     BotStoppedSpeakingFrame,
     ControlFrame,
@@ -127,7 +128,8 @@ class ASRStage(Stage):
         elif isinstance(frame, _Partial):
             self._partial_waiting = False
             if frame.stream is self._stream:
-                text = (await self.executor.run(frame.stream.partial)).strip()
+                partial = frame.stream.partial
+                text = (await self.executor.run(partial, priority=Priority.BACKGROUND)).strip()
                 if text and text != self._last_partial and frame.stream is self._stream:
                     self._last_partial = text
                     self.emit("transcript", role="user", text=text, final=False)
@@ -136,7 +138,8 @@ class ASRStage(Stage):
             self.emit("asr_final_started")
             text = ""
             try:
-                text = (await self.executor.run(frame.stream.finalize)).strip()
+                final = frame.stream.finalize
+                text = (await self.executor.run(final, priority=Priority.URGENT)).strip()
             finally:  # one final per utterance, whatever happens: the turn logic counts them
                 self.emit("transcript", role="user", text=text, final=True)
                 await self.push(TranscriptionFrame(text=text, final=True))
@@ -193,7 +196,13 @@ class LLMStage(Stage):
         # in the background, so the first reply only evaluates the user's words.
         prefill = getattr(self.engine, "prefill", None)
         if prefill is not None:
-            prefill(self.history.prompt(self.persona, self.context_tokens - self.params.max_tokens))
+            head = self.history.prompt(self.persona, self.context_tokens - self.params.max_tokens)
+            prefill(head, self.params)
+
+    async def cleanup(self) -> None:
+        end = getattr(self.engine, "end_conversation", None)
+        if end is not None and self.params.conversation is not None:
+            end(self.params.conversation)
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, UserTurnFrame):
@@ -235,7 +244,7 @@ class LLMStage(Stage):
         await self.push(LLMResponseStartFrame())
         self.emit("llm_started")
         try:
-            async for piece in self.executor.stream(self.engine.stream(messages, self.params)):
+            async for piece in self._pieces(messages):
                 if not reply:
                     self.emit("llm_first_token")
                 reply += piece
@@ -246,8 +255,10 @@ class LLMStage(Stage):
                     break
                 await self.push(LLMTextFrame(text=piece))
         except Exception:
-            if not reply and self.persona.apology:  # say something rather than nothing
-                await self.push(LLMTextFrame(text=self.persona.apology))
+            if self.persona.apology:  # say why it stops, rather than nothing
+                said = reply.rstrip()
+                gap = "" if not said else " " if said[-1] in ".!?" else "... "
+                await self.push(LLMTextFrame(text=gap + self.persona.apology))
             await self.push(LLMResponseEndFrame())  # close the reply: what was said is spoken
             raise
         finally:
@@ -256,6 +267,14 @@ class LLMStage(Stage):
             reply_id = self._reply.id if self._reply is not None else None
             self.emit("llm_done", text=reply.strip(), id=reply_id)
         await self.push(LLMResponseEndFrame())
+
+    def _pieces(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
+        """The reply's pieces: from the engine's own async stream where it has one (a server:
+        no pool thread waits for its tokens), else through the executor."""
+        astream = getattr(self.engine, "astream", None)
+        if astream is not None:
+            return cast(AsyncIterator[str], astream(messages, self.params))
+        return self.executor.stream(self.engine.stream(messages, self.params))
 
 
 def _sentence_limit_cut(text: str, max_sentences: int) -> int | None:
@@ -320,7 +339,12 @@ class TTSStage(Stage):
             self._first_chunk = False
             self.emit("tts_chunk", text=text)
             return
-        pcm = await self.executor.run(self.engine.synthesize, spoken, self.persona.voice)
+        pcm = await self.executor.run(
+            self.engine.synthesize,
+            spoken,
+            self.persona.voice,
+            priority=Priority.URGENT if self._first_chunk else Priority.NORMAL,
+        )
         self.emit("tts_chunk", text=text)
         if self._first_chunk:
             self._first_chunk = False

@@ -2,13 +2,16 @@
 
 ASR: final-transcript latency after the end of a ~3 s utterance (with partials running as in
 a session) and the real-time factor of a full decode. LLM: load time, first-token latency and
-tokens per second, for every LLM of the catalog that is installed. TTS: first-chunk latency
+tokens per second, for every LLM of the catalog that is installed, with the configured engine;
+for the default (`llama-server`) also under concurrent load (`llm_load`), and the in-process
+`llama-cpp` engine beside it where it is installed. TTS: first-chunk latency
 (a short clause) and real-time factor. Each figure is a median and p95 over repeated runs;
 speech for the ASR is made by the project's own TTS.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 
@@ -17,6 +20,7 @@ import numpy as np
 from voice_agent.audio.pcm import resample
 from voice_agent.backbone.base import GenerationParams, TTSEngine
 from voice_agent.backbone.factory import load_asr, load_llm, load_tts
+from voice_agent.bench import llm_load
 from voice_agent.bench.figures import Figure
 from voice_agent.config import Settings
 from voice_agent.history import History
@@ -45,6 +49,7 @@ QUESTIONS = [
     "What should I pack for a weekend hike?",
 ]
 TARGETS = {"asr final": 250.0, "llm first token": 150.0, "tts first chunk": 60.0}
+LOCAL_LLM_ENGINES = ("llama-server", "llama-cpp")
 
 
 Progress = Callable[[str], None]
@@ -88,33 +93,46 @@ def bench_asr(
     return [load, final, rtf]
 
 
-def bench_llm(settings: Settings, store: ModelStore, model_id: str, repeats: int) -> list[Figure]:
-    s = settings.engines.llm.model_copy(update={"model": model_id, "engine": "llama-cpp"})
+def bench_llm(
+    settings: Settings, store: ModelStore, model_id: str, repeats: int, engine: str
+) -> list[Figure]:
+    """Load time, first token and tokens per second of one reply at a time; with an engine
+    that serves several at once, also the figures of `llm_load` (under concurrent load)."""
+    s = settings.engines.llm.model_copy(update={"model": model_id, "engine": engine})
+    name = model_id if engine == settings.engines.llm.engine else f"{model_id} ({engine})"
     t = time.perf_counter()
     llm = load_llm(s, store)
-    load = Figure(model_id, "llm load", "ms", [_ms(t)])
-    first = Figure(model_id, "llm first token", "ms")
-    rate = Figure(model_id, "llm tokens/s", "tok/s")
+    load = Figure(name, "llm load", "ms", [_ms(t)])
+    first = Figure(name, "llm first token", "ms")
+    rate = Figure(name, "llm tokens/s", "tok/s")
     persona = PersonaStore([]).get(settings.personas.default)
-    params = GenerationParams(s.max_tokens, s.temperature, s.top_p, s.repeat_penalty)
-    for i in range(repeats + 1):
-        history = History()
-        history.add_user(QUESTIONS[i % len(QUESTIONS)])
-        t = time.perf_counter()
-        pieces, t_first = 0, 0.0
-        for _ in llm.stream(history.prompt(persona, s.context_tokens - s.max_tokens), params):
-            pieces += 1
-            if pieces == 1:
-                t_first = _ms(t)
-        if i == 0:
-            continue  # warm-up
-        first.samples.append(t_first)
-        if pieces > 1:
-            rate.samples.append((pieces - 1) / ((_ms(t) - t_first) / 1000))
-    close = getattr(llm, "close", None)
-    if close is not None:
-        close()
-    return [load, first, rate]
+    params = GenerationParams(
+        s.max_tokens, s.temperature, s.top_p, s.repeat_penalty, conversation="bench"
+    )
+    budget = s.context_tokens - s.max_tokens
+    try:
+        for i in range(repeats + 1):
+            history = History()
+            history.add_user(QUESTIONS[i % len(QUESTIONS)])
+            t = time.perf_counter()
+            pieces, t_first = 0, 0.0
+            for _ in llm.stream(history.prompt(persona, budget), params):
+                pieces += 1
+                if pieces == 1:
+                    t_first = _ms(t)
+            if i == 0:
+                continue  # warm-up
+            first.samples.append(t_first)
+            if pieces > 1:
+                rate.samples.append((pieces - 1) / ((_ms(t) - t_first) / 1000))
+        figures = [load, first, rate]
+        if hasattr(llm, "astream"):
+            figures += llm_load.run(llm, name, persona, QUESTIONS, repeats, budget)
+        return figures
+    finally:
+        close = getattr(llm, "close", None)
+        if close is not None:
+            close()
 
 
 def run(settings: Settings, repeats: int = 20, progress: Progress = lambda _: None) -> list[Figure]:
@@ -133,10 +151,15 @@ def run(settings: Settings, repeats: int = 20, progress: Progress = lambda _: No
     rate = settings.audio.sample_rate
     speech = [resample(piper.synthesize(u, joe), piper.sample_rate, rate) for u in UTTERANCES]
     figures += bench_asr(settings, store, speech, repeats)
+    engine = settings.engines.llm.engine
     for m in store.catalog.models:
-        if m.role == "llm" and installed(m):
+        if m.role == "llm" and installed(m) and engine in LOCAL_LLM_ENGINES:
             progress(f"LLM {m.id}")
-            figures += bench_llm(settings, store, m.id, max(repeats // 2, 5))
+            figures += bench_llm(settings, store, m.id, max(repeats // 2, 5), engine)
+    if engine != "llama-cpp" and importlib.util.find_spec("llama_cpp") is not None:
+        progress("LLM in this process (llama-cpp), for comparison")  # one reply at a time
+        model = settings.engines.llm.model
+        figures += bench_llm(settings, store, model, max(repeats // 2, 5), "llama-cpp")
     for f in figures:
         f.target = TARGETS.get(f.metric)
     return figures
