@@ -113,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "suite",
         nargs="?",
-        choices=["models", "turns", "conversation", "soak"],
-        help="default: models and conversation",
+        choices=["models", "turns", "conversation", "capacity", "soak"],
+        help="default: models and conversation; capacity: conversation at 1, 2, 4, 8 sessions",
     )
     b.add_argument(
         "--repeat",
@@ -127,7 +127,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     conv = b.add_argument_group("conversation")
     conv.add_argument("--url", help="a running server (ws://HOST:PORT); default: start one")
-    conv.add_argument("--sessions", type=int, help="simulated users at once (default: 1; soak: 4)")
+    conv.add_argument(
+        "--sessions",
+        help="simulated users at once (default: 1; soak: 4); capacity: a list (default: 1,2,4,8)",
+    )
+    conv.add_argument(
+        "--pace",
+        choices=["back-to-back", "human"],
+        help="between a reply's end and the next turn: none (the default) or 1-3 s; "
+        "capacity: both unless given",
+    )
     conv.add_argument(
         "--transport",
         choices=["webrtc", "pcm", "realtime"],
@@ -262,12 +271,14 @@ def _speak(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from voice_agent.bench import conversation, figures, models, turntaking
+    from voice_agent.bench import capacity, conversation, figures, models, turntaking
 
     if args.repeat is not None and args.repeat < 1:
         raise ValueError("--repeat must be at least 1")
-    if args.sessions is not None and args.sessions < 1:
-        raise ValueError("--sessions must be at least 1")
+    counts = _counts(args.sessions)
+    if args.suite != "capacity" and len(counts) > 1:
+        raise ValueError("--sessions takes a list only for `bench capacity`")
+    args.sessions = counts[0] if args.sessions is not None else None
 
     def progress(what: str) -> None:
         print(f"bench: {what}…", file=sys.stderr)
@@ -282,6 +293,25 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             results = models.run(settings, args.repeat or 20, progress)
         elif suite == "turns":
             results = asyncio.run(turntaking.run(settings, args.repeat or 10, progress))
+        elif suite == "capacity":
+            results, details = asyncio.run(
+                capacity.run(
+                    settings,
+                    url=args.url,
+                    counts=counts if args.sessions is not None else capacity.COUNTS,
+                    turns=args.repeat or 5,
+                    transport=args.transport or "webrtc",
+                    argv=_settings_argv(args),
+                    progress=progress,
+                    persona=args.persona,
+                    paces=[args.pace] if args.pace else ["human", "back-to-back"],
+                )
+            )
+            png = args.plot or Path("bench-capacity.png")
+            if capacity.plot(results, "voice-agent bench capacity", png):
+                print(f"plot written to {png}", file=sys.stderr)
+            print(f"knee (p95 <= {capacity.KNEE_P95_MS:g} ms at a human pace): "
+                  f"{details['knee_sessions'] or 'none'}", file=sys.stderr)  # fmt: skip
         else:
             results, details = asyncio.run(
                 conversation.run(
@@ -293,6 +323,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
                     argv=_settings_argv(args),
                     progress=progress,
                     persona=args.persona,
+                    pace=args.pace or "back-to-back",
                 )
             )
             png = args.plot or Path("bench-conversation.png")
@@ -315,6 +346,21 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     if not args.suite:
         print(figures.table(everything))
     return EXIT_OK
+
+
+def _counts(text: str | None) -> list[int]:
+    """`--sessions`: one count, or a comma-separated list of them."""
+    if text is None:
+        return [1]
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--sessions takes a number or a list like 1,2,4,8, not {text!r}"
+        ) from None
+    if min(counts) < 1:
+        raise ValueError("--sessions must be at least 1")
+    return counts
 
 
 def _soak(args: argparse.Namespace, settings: Settings, progress: Callable[[str], None]) -> int:

@@ -198,11 +198,21 @@ async def _over_reply(caller: Caller, ask: Line, over: Line, barge: bool, r: Res
         r.kept.append(float(not cut and still))
 
 
-async def simulate(caller: Caller, lines: Lines, turns: int, seed: int) -> Result:
-    """One user going through `turns` turns of the script."""
+PACES: dict[str, tuple[float, float]] = {"back-to-back": (0.0, 0.0), "human": (1.0, 3.0)}
+"""Silence between the end of a reply and the user's next turn: none, or 1-3 s (a person who
+listens to the end, then thinks)."""
+
+
+async def simulate(
+    caller: Caller, lines: Lines, turns: int, seed: int, pace: str = "back-to-back"
+) -> Result:
+    """One user going through `turns` turns of the script, `pace` apart (`PACES`)."""
     r = Result()
+    rng = np.random.default_rng(seed)
     await caller.wait_for("session")
     for i in range(turns):
+        if i:
+            await asyncio.sleep(float(rng.uniform(*PACES[pace])))
         k = seed + i
         scenario = SCRIPT[i % len(SCRIPT)]
         if scenario == "question":
@@ -276,6 +286,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(slots=True)
+class Outcome:
+    """What a run of N simulated users gave."""
+
+    results: list[Result]
+    failures: list[str]
+    wall_s: float
+    server_cores: float | None
+    client_cores: float
+
+
+async def run_users(
+    served: Served,
+    lines: Lines,
+    *,
+    sessions: int,
+    turns: int,
+    transport: str,
+    persona: str | None = None,
+    pace: str = "back-to-back",
+) -> Outcome:
+    """`sessions` simulated users at once on a running server, each through `turns` turns."""
+    connect = CALLERS[transport].connect
+
+    async def one(i: int) -> Result:
+        async with await connect(served.url, persona) as caller:
+            return await simulate(caller, lines, turns, seed=i, pace=pace)
+
+    cpu0 = cpu_seconds(served.pid) if served.pid else None
+    client0, t0 = time.process_time(), time.monotonic()
+    outcomes = await asyncio.gather(*(one(i) for i in range(sessions)), return_exceptions=True)
+    wall = time.monotonic() - t0
+    server_cores = (
+        (cpu_seconds(served.pid) - cpu0) / wall if served.pid and cpu0 is not None else None
+    )
+    return Outcome(
+        [o for o in outcomes if isinstance(o, Result)],
+        [f"{type(o).__name__}: {o}" for o in outcomes if not isinstance(o, Result)],
+        wall,
+        server_cores,
+        (time.process_time() - client0) / wall,
+    )
+
+
 async def run(
     settings: Settings,
     *,
@@ -286,34 +340,35 @@ async def run(
     argv: Sequence[str],
     progress: Progress,
     persona: str | None = None,
+    pace: str = "back-to-back",
 ) -> tuple[list[Figure], dict[str, Any]]:
     """Run the script with `sessions` users at once; the figures, and the details for JSON."""
     progress("voicing the script with the project's TTS")
     lines = await asyncio.to_thread(voice_script, settings)
     async with bench_server(url, argv, progress, "bench") as served:
-        connect = CALLERS[transport].connect
-
-        async def one(i: int) -> Result:
-            async with await connect(served.url, persona) as caller:
-                return await simulate(caller, lines, turns, seed=i)
-
         progress(f"{sessions} simulated users x {turns} turns over {transport}, in real time")
-        cpu0 = cpu_seconds(served.pid) if served.pid else None
-        client0, t0 = time.process_time(), time.monotonic()
-        outcomes = await asyncio.gather(*(one(i) for i in range(sessions)), return_exceptions=True)
-        wall = time.monotonic() - t0
-        server_cores = (
-            (cpu_seconds(served.pid) - cpu0) / wall if served.pid and cpu0 is not None else None
+        out = await run_users(
+            served,
+            lines,
+            sessions=sessions,
+            turns=turns,
+            transport=transport,
+            persona=persona,
+            pace=pace,
         )
-        client_cores = (time.process_time() - client0) / wall
-    results = [o for o in outcomes if isinstance(o, Result)]
-    failures = [f"{type(o).__name__}: {o}" for o in outcomes if not isinstance(o, Result)]
-    for failure in failures:
+    for failure in out.failures:
         progress(f"a simulated user failed: {failure}")
+    return figures_of(out, sessions, transport), details_of(
+        out, sessions, turns, transport, persona
+    )
+
+
+def figures_of(out: Outcome, sessions: int, transport: str) -> list[Figure]:
+    """The figures of one run."""
     name = f"{sessions} x {transport}"
 
     def every(pick: Callable[[Result], list[Any]]) -> list[Any]:
-        return [x for r in results for x in pick(r)]
+        return [x for r in out.results for x in pick(r)]
 
     v2v = Figure(name, "voice-to-voice, at the client", "ms", every(lambda r: r.v2v_ms))
     v2v.target, v2v.p95_target = (300.0, 500.0) if sessions == 1 else (None, 800.0)
@@ -340,23 +395,28 @@ async def run(
         ),
         Figure(name, "false cut-offs", "share", every(lambda r: r.cut), 0.05, share=True),
         Figure(name, "backchannels kept", "share", every(lambda r: r.kept), share=True),
-        Figure(name, "client CPU", "cores", [client_cores]),
+        Figure(name, "client CPU", "cores", [out.client_cores]),
     ]
-    if server_cores is not None:
-        figures.append(Figure(name, "server CPU", "cores", [server_cores]))
-    details = {
+    if out.server_cores is not None:
+        figures.append(Figure(name, "server CPU", "cores", [out.server_cores]))
+    return figures
+
+
+def details_of(
+    out: Outcome, sessions: int, turns: int, transport: str, persona: str | None
+) -> dict[str, Any]:
+    """What JSON keeps of one run beside its figures."""
+    turns_seen = [t for r in out.results for t in r.server_turns]
+    return {
         "sessions": sessions,
         "turns_per_session": turns,
         "transport": transport,
         "persona": persona,
-        "wall_s": round(wall, 1),
-        "end_of_turn_reasons": dict(
-            collections.Counter(str(t.get("reason")) for t in every(lambda r: r.server_turns))
-        ),
-        "missed": every(lambda r: r.missed),
-        "failures": failures,
+        "wall_s": round(out.wall_s, 1),
+        "end_of_turn_reasons": dict(collections.Counter(str(t.get("reason")) for t in turns_seen)),
+        "missed": [m for r in out.results for m in r.missed],
+        "failures": out.failures,
     }
-    return figures, details
 
 
 def plot(figures: list[Figure], title: str, path: Path) -> bool:
