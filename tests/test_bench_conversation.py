@@ -11,7 +11,7 @@ import pytest
 from tests.fakes import FakeASR, FakeLLM, FakeTTS
 from tests.servers import MakeServer, make_settings, ws_url
 from voice_agent.audio.vad import vad_factory
-from voice_agent.bench import conversation
+from voice_agent.bench import capacity, conversation
 from voice_agent.bench.figures import Figure, table
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
@@ -88,3 +88,39 @@ async def test_a_pause_longer_than_the_endpoint_is_a_false_cut_off(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = [fig.as_json() for fig in figures]
     assert json.loads(json.dumps(record))[0]["samples"]
+
+
+async def test_capacity_runs_each_count_at_each_pace_and_finds_the_knee(
+    make_server: MakeServer, store: ModelStore, tmp_path: Path
+) -> None:
+    server = await make_server(engines(store))
+    figures, details = await capacity.run(
+        make_settings(),
+        url=ws_url(server, ""),
+        counts=[1, 2],
+        turns=1,  # one question each
+        transport="pcm",
+        argv=[],
+        progress=lambda _: None,
+        persona="tutor",
+        paces=["human", "back-to-back"],
+    )
+    v2v = [f for f in figures if f.metric == "voice-to-voice, at the client"]
+    assert [f.engine for f in v2v] == [
+        "1 x pcm, human",
+        "2 x pcm, human",
+        "1 x pcm, back-to-back",
+        "2 x pcm, back-to-back",
+    ]
+    assert [len(f.samples) for f in v2v] == [1, 2, 1, 2]
+    assert all(f.p95_target == capacity.KNEE_P95_MS for f in v2v)
+    # the fakes answer at once after the tutor's 900 ms: both counts are under 1.5 s
+    assert details["knee_sessions"] == {"human": 2}
+    assert [(r["pace"], r["sessions"]) for r in details["runs"]] == [
+        ("human", 1),
+        ("human", 2),
+        ("back-to-back", 1),
+        ("back-to-back", 2),
+    ]
+    assert capacity.plot(figures, "capacity", tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 10_000

@@ -25,6 +25,7 @@ SUBCOMMANDS = [
     "personas",
     "models",
     "doctor",
+    "llm-server",
     "bench",
     "dashboard",
 ]
@@ -116,3 +117,22 @@ def test_models_list_marks_the_models_in_use(capsys: pytest.CaptureFixture[str])
     lines = capsys.readouterr().out.splitlines()
     marked = {line.split()[1] for line in lines if line.startswith("* ")}
     assert marked == {"whisper-tiny-en", "smollm2-135m", "piper-joe"}
+
+
+def test_bench_sessions_is_one_count_or_for_capacity_a_list(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench", "conversation", "--sessions", "1,2"]) == 1
+    assert "--sessions takes a list only for `bench capacity`" in capsys.readouterr().err
+    assert main(["bench", "capacity", "--sessions", "1,x"]) == 1
+    assert "a number or a list like 1,2,4,8, not '1,x'" in capsys.readouterr().err
+    assert main(["bench", "capacity", "--sessions", "0,2"]) == 1
+    assert "--sessions must be at least 1" in capsys.readouterr().err
+
+
+def test_llm_server_needs_a_key_off_loopback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLAMA_SERVER_API_KEY", raising=False)
+    assert main(["llm-server", "--host", "0.0.0.0"]) == 2
+    assert "set a key in $LLAMA_SERVER_API_KEY" in capsys.readouterr().err

@@ -205,3 +205,46 @@ def test_the_server_child_stops_when_its_parent_goes(store: ModelStore, tmp_path
         assert proc.wait(30) == 0
     finally:
         llm.close()
+
+
+@pytest.mark.slow
+def test_llm_server_serves_session_servers_elsewhere_with_a_key(tmp_path: Path) -> None:
+    """`voice-agent llm-server`: the same server alone, for `engines.llm.engine: openai`."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from voice_agent.backbone.llm_openai import OpenAICompatibleLLM
+
+    exe = shutil.which("voice-agent", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "llm-server.log"
+    env = {**os.environ, "LLAMA_SERVER_API_KEY": "sesame"}
+    cmd = [exe, "llm-server", "--port", str(port), "--slots", "2"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--set", "engines.llm.model=smollm2-135m"], stderr=out, stdout=out, env=env
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "voice-agent llm-server: serving" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        base = f"http://127.0.0.1:{port}/v1"
+        llm = OpenAICompatibleLLM(base, "smollm2", api_key="sesame")
+        assert "".join(llm.stream(ask("Say hello."), GenerationParams(max_tokens=8))).strip()
+        stranger = OpenAICompatibleLLM(base, "smollm2")
+        with pytest.raises(RuntimeError, match="HTTP 401"):
+            "".join(stranger.stream(ask("Say hello."), GenerationParams(max_tokens=8)))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -98,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", parents=[common], help="the embedded models")
     m.add_argument("action", choices=["list", "verify"])
+    ls = sub.add_parser(
+        "llm-server",
+        parents=[common],
+        help="llama.cpp's server alone (engines.llm settings), for session servers elsewhere",
+    )
+    ls.add_argument("--host", default="127.0.0.1")
+    ls.add_argument("--port", type=int, default=8090)
+    ls.add_argument(
+        "--slots", type=int, help="replies decoded together (default: engines.llm.slots)"
+    )
     sub.add_parser(
         "doctor",
         parents=[common],
@@ -469,6 +479,30 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _llm_server(args: argparse.Namespace, settings: Settings) -> int:
+    """`voice-agent llm-server`: a key is required off loopback, as for `serve`."""
+    import os
+
+    from voice_agent.backbone.llama_server import KEY_ENV, ServerConfig, standalone
+    from voice_agent.transports.base import is_loopback
+
+    s = settings.engines.llm
+    key = os.environ.get(KEY_ENV) or None
+    if key is None and not is_loopback(args.host):
+        why = f"set a key in ${KEY_ENV} (clients: engines.llm.api_key_env={KEY_ENV})"
+        print(f"voice-agent llm-server: {args.host} is not a loopback address: {why}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
+        model = s.model_path or ModelStore(cache_dir=settings.engines.models_cache).path(s.model)
+    except (KeyError, ModelError) as exc:
+        print(f"voice-agent llm-server: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    slots = args.slots or s.slots
+    config = ServerConfig(str(model), slots, s.context_tokens, s.threads)
+    return standalone(config, args.host, args.port, key)
+
+
 def _can_play() -> bool:
     try:
         import sounddevice  # noqa: F401
@@ -528,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if settings.log_level != "debug":  # a line per ICE check and per connection: debug only
-        for chatty in ("aioice", "aiortc", "websockets"):
+        for chatty in ("aioice", "aiortc", "websockets", "httpx"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.command == "personas":
         try:
@@ -551,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(settings_as_yaml(settings), end="")
         return EXIT_OK
+    if args.command == "llm-server":
+        return _llm_server(args, settings)
     if args.command == "doctor":
         from voice_agent.doctor import doctor
 

@@ -37,7 +37,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-KEY_ENV = "VOICE_AGENT_LLM_SERVER_KEY"
+KEY_ENV = "LLAMA_SERVER_API_KEY"
 _BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Pauses before restarting a server that keeps dying (the last one repeats)."""
 
@@ -53,8 +53,9 @@ class ServerConfig:
     context_tokens: int = 2048
     """Context of each slot (prompt and reply)."""
     threads: int = 2
-    prompt_cache_mib: int = 256
-    """Host memory for the prompts of conversations whose slot was given to another one."""
+    prompt_cache_mib: int = 0
+    """Host memory for the prompts of conversations whose slot was given to another one. Off:
+    measured here, it cost the first token ~15 ms and decoding ~10 % (docs/scaling.md)."""
 
 
 def _describe_exit(code: int | None) -> str:
@@ -251,7 +252,65 @@ def _stop(proc: subprocess.Popen[str]) -> None:
                 stream.close()
 
 
-# -- the child ----------------------------------------------------------------------------------
+# -- the server itself (in the child, or in `voice-agent llm-server`) ---------------------------
+
+
+def serve(
+    config: ServerConfig,
+    key: str | None,
+    stop: threading.Event,
+    ready: Callable[[str], None],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> None:
+    """Run llama.cpp's server in this process until `stop` is set; `ready(url)` once it serves.
+
+    Raises:
+        RuntimeError: it could not start (a model it cannot load, a port in use); llama.cpp
+            says why on stderr.
+    """
+    import xllamacpp as xlc
+
+    p = xlc.CommonParams()
+    p.model.path = config.model
+    p.hostnames = [host]
+    p.port = port  # 0: a free one
+    p.api_keys = [key] if key else []
+    p.n_parallel = config.slots
+    p.n_ctx = config.context_tokens * config.slots  # split evenly between the slots
+    p.cont_batching = True
+    p.cache_prompt = True
+    p.cache_ram_mib = config.prompt_cache_mib
+    p.endpoint_slots = False  # it would show every conversation's prompt
+    p.endpoint_metrics = True
+    p.cpuparams.n_threads = config.threads
+    p.cpuparams_batch.n_threads = config.threads
+    p.n_threads_http = config.slots + 4  # a streaming reply holds an HTTP thread throughout
+    server = xlc.Server(p)
+    ready(str(server.listening_address))
+    while not stop.wait(0.2):  # (a plain wait would hold off signal handlers)
+        pass
+    del server  # stops its loop and joins its threads
+
+
+def standalone(config: ServerConfig, host: str, port: int, key: str | None) -> int:
+    """`voice-agent llm-server`: the same server in the foreground, on a port of your choice,
+    for session servers elsewhere (`engines.llm.engine: openai`); Ctrl-C or SIGTERM stops it."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def ready(url: str) -> None:
+        print(f"voice-agent llm-server: serving {Path(config.model).name} with {config.slots} "
+              f"slots at {url}/v1 (Ctrl-C to stop)", file=sys.stderr, flush=True)  # fmt: skip
+
+    try:
+        serve(config, key, stop, ready, host=host, port=port)
+    except RuntimeError as exc:
+        print(f"voice-agent llm-server: {exc} (llama.cpp's reason is above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _child() -> int:
@@ -264,32 +323,15 @@ def _child() -> int:
         sys.stdin.read()  # returns when the parent closes our stdin, or dies
         stop.set()
 
-    try:
-        import xllamacpp as xlc
+    def ready(url: str) -> None:
+        threading.Thread(target=watch_parent, daemon=True).start()
+        print(json.dumps({"url": url}), flush=True)
 
-        p = xlc.CommonParams()
-        p.model.path = config.model
-        p.hostnames = ["127.0.0.1"]
-        p.port = 0  # a free one
-        p.api_keys = [os.environ[KEY_ENV]]
-        p.n_parallel = config.slots
-        p.n_ctx = config.context_tokens * config.slots  # split evenly between the slots
-        p.cont_batching = True
-        p.cache_prompt = True
-        p.cache_ram_mib = config.prompt_cache_mib
-        p.endpoint_slots = False  # it would show every conversation's prompt
-        p.endpoint_metrics = True
-        p.cpuparams.n_threads = config.threads
-        p.cpuparams_batch.n_threads = config.threads
-        server = xlc.Server(p)
+    try:
+        serve(config, os.environ[KEY_ENV], stop, ready)
     except Exception as exc:  # reported to the parent, which says it in one line
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
-    threading.Thread(target=watch_parent, daemon=True).start()
-    print(json.dumps({"url": server.listening_address}), flush=True)
-    while not stop.wait(0.2):  # (a plain wait would hold off the SIGTERM handler)
-        pass
-    del server  # stops its loop and joins its threads
     return 0
 
 

@@ -146,6 +146,8 @@ class Caller(TaskOwner):
         self.mic = mic
         self.events: list[dict[str, Any]] = []
         self.heard: list[Heard] = []
+        self.lost: str | None = None
+        """Why the server ended the session (its close code and reason), once it has."""
         self._news = asyncio.Condition()
 
     async def __aenter__(self) -> Caller:
@@ -161,6 +163,10 @@ class Caller(TaskOwner):
         async with self._news:
             self.events.append(json.loads(raw))
             self._news.notify_all()
+
+    def _gone(self) -> None:
+        """The server's side of the session has closed (the events' socket ended)."""
+        self.lost = f"the server closed the session ({self.ws.close_code} {self.ws.close_reason})"
 
     def _heard(self, pcm: PCM) -> None:
         self.heard.append(Heard(time.monotonic(), pcm))
@@ -259,6 +265,7 @@ class WebRTCCaller(Caller):
         with contextlib.suppress(ConnectionClosed):
             async for raw in self.ws:
                 await self._event(raw)
+        self._gone()
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         async for pcm in received_pcm(track, HEARD_RATE):
@@ -297,6 +304,7 @@ class PcmCaller(Caller):
                     self._heard(resample(pcm, self.mic.rate, HEARD_RATE))
                 else:
                     await self._event(raw)
+        self._gone()
 
     async def _talk(self) -> None:
         clock = _Clock(self.mic.rate)
@@ -338,6 +346,7 @@ class RealtimeCaller(Caller):
                     self._heard(resample(pcm, self.RATE, HEARD_RATE))
                 for message in self._translate(kind, event):
                     await self._event(json.dumps(message))
+        self._gone()
 
     def _translate(self, kind: str, e: dict[str, Any]) -> list[dict[str, Any]]:
         if kind == "session.created":

@@ -38,7 +38,7 @@ import numpy as np
 
 from voice_agent.audio.pcm import dbfs
 from voice_agent.backbone.factory import load_tts
-from voice_agent.bench.caller import Caller, PcmCaller, RealtimeCaller, WebRTCCaller
+from voice_agent.bench.caller import Caller, PcmCaller, RealtimeCaller, Said, WebRTCCaller
 from voice_agent.bench.figures import Figure
 from voice_agent.bench.script import (
     BACKCHANNELS,
@@ -108,6 +108,15 @@ def voice_script(settings: Settings) -> Lines:
     )
 
 
+async def _out(caller: Caller, said: Said) -> None:
+    """Until `said` has all gone out; ConnectionError if the server ends the session first
+    (then the mic is no longer heard, and would never finish)."""
+    while not said.done.is_set():
+        if caller.lost is not None:
+            raise ConnectionError(caller.lost)
+        await asyncio.sleep(0.02)
+
+
 async def _audible_after(caller: Caller, t: float, within_s: float) -> float | None:
     deadline = time.monotonic() + within_s
     while (at := caller.first_audible(t)) is None:
@@ -139,7 +148,7 @@ async def _server_metrics(caller: Caller, after: int) -> dict[str, Any] | None:
 async def _question(caller: Caller, q: Line, r: Result) -> None:
     mark = len(caller.events)
     said = caller.say(q.pcm, RATE, "question")
-    await said.done.wait()
+    await _out(caller, said)
     end = said.started + q.last / RATE
     heard = await _audible_after(caller, end, 30)
     if heard is None:
@@ -157,7 +166,7 @@ async def _pause(caller: Caller, halves: tuple[Line, Line], r: Result) -> None:
     began = caller.say(trimmed(first, RATE), RATE, "first half")
     caller.say(np.zeros(int(PAUSE_S * RATE), np.int16), RATE, "pause")
     said = caller.say(trimmed(second, RATE), RATE, "second half")
-    await said.done.wait()
+    await _out(caller, said)
     paused_at, end = began.ended - 0.02, said.ended - 0.02
     early = caller.first_audible(paused_at)  # a reply that came before they had finished
     r.cut.append(float(early is not None and early < end))
@@ -167,7 +176,7 @@ async def _pause(caller: Caller, halves: tuple[Line, Line], r: Result) -> None:
 
 async def _over_reply(caller: Caller, ask: Line, over: Line, barge: bool, r: Result) -> None:
     said = caller.say(ask.pcm, RATE, "ask")
-    await said.done.wait()
+    await _out(caller, said)
     heard = await _audible_after(caller, said.started + ask.last / RATE, 30)
     if heard is None:
         r.missed.append("long reply: no reply within 30 s")
@@ -177,7 +186,7 @@ async def _over_reply(caller: Caller, ask: Line, over: Line, barge: bool, r: Res
     level = float(np.median([d for d in before if d > -40] or [-40.0]))
     mark = len(caller.events)
     words = caller.say(over.pcm, RATE, "barge-in" if barge else "backchannel")
-    await words.done.wait()
+    await _out(caller, words)
     onset = words.started + over.first / RATE
     if barge:
         deadline = time.monotonic() + 3
@@ -210,6 +219,22 @@ async def simulate(
     r = Result()
     rng = np.random.default_rng(seed)
     await caller.wait_for("session")
+    try:
+        await _script(caller, lines, turns, seed, pace, rng, r)
+    except ConnectionError as exc:  # measured so far, kept; the rest is missed
+        r.missed.append(f"session lost: {exc}")
+    return r
+
+
+async def _script(
+    caller: Caller,
+    lines: Lines,
+    turns: int,
+    seed: int,
+    pace: str,
+    rng: np.random.Generator,
+    r: Result,
+) -> None:
     for i in range(turns):
         if i:
             await asyncio.sleep(float(rng.uniform(*PACES[pace])))
@@ -224,7 +249,6 @@ async def simulate(
             over = (lines.barge_ins if barge else lines.backchannels)[k % 2]
             await _over_reply(caller, lines.asks[k % len(lines.asks)], over, barge, r)
         await _quiet(caller)
-    return r
 
 
 @dataclass(slots=True)

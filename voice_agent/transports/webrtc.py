@@ -212,6 +212,8 @@ class WebRTCTransport(PeerTransport):
         @pc.on("connectionstatechange")
         def on_state() -> None:
             log.debug("peer connection: %s", pc.connectionState)
+            if pc.connectionState == "failed":  # the session ends: say why, for operators
+                log.info("peer connection failed (ICE or DTLS): the session ends")
             if pc.connectionState in ("failed", "closed"):
                 self.gone.set()
 
