@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from voice_agent.backbone.factory import load_engines, load_tts
@@ -26,10 +24,11 @@ def test_load_engines_gives_every_engine_and_close_releases_them() -> None:
         }
     )
     assert engines.tts_for(storyteller) is engines.tts["kokoro"]
-    worker: threading.Thread = engines.llm._worker  # type: ignore[attr-defined]
-    assert worker.is_alive()
+    server = engines.llm.server  # type: ignore[attr-defined]  # llama.cpp's server child
+    assert server.state == "up" and server.pid is not None
+    child = server._proc
     engines.close()
-    assert not worker.is_alive()
+    assert server.state == "stopped" and child.poll() is not None
 
 
 def test_a_persona_whose_engine_is_not_loaded_names_the_extra() -> None:
