@@ -239,14 +239,20 @@ def default_cache_file() -> Path:
     return default_cache_dir().parent / "engine-checks.json"
 
 
-def _identity(name: str, settings: Settings, cpu: nativecode.Cpu) -> str:
-    """What a passed check stays valid for: the engine's settings, its runtimes, the CPU."""
+def _runtime_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for dist in _RUNTIMES:
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
+    return versions
+
+
+def _identity(
+    name: str, settings: Settings, cpu: nativecode.Cpu, versions: dict[str, str | None]
+) -> str:
+    """What a passed check stays valid for: the engine's settings, its runtimes, the CPU."""
     libraries = [
         (p.name, p.stat().st_size, p.stat().st_mtime_ns)
         for p in (nativecode.llama_libraries() if name == "llm" else [])
@@ -306,7 +312,8 @@ def run_checks(
     """
     cpu = nativecode.cpu()
     remembered = _read_cache(cache) if cache else {}
-    keys = {n: _identity(n, settings, cpu) for n in names}
+    versions = _runtime_versions()
+    keys = {n: _identity(n, settings, cpu, versions) for n in names}
     results: dict[str, Result] = {}
     for n in names:
         if keys[n] in remembered:

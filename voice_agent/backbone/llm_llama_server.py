@@ -5,8 +5,8 @@ Every session's replies go to one `LlamaServer` (see llama_server.py), which dec
 together. Each conversation (`GenerationParams.conversation`) keeps a slot of its own while
 it lasts, so its prompt (the persona's head, prefilled when the session starts, then the
 history) stays in that slot's KV cache and a new turn evaluates only its new words; when there
-are more conversations than slots, the one heard from least recently gives its slot up (its
-prompt goes to the server's host-memory cache). Replies stream over loopback HTTP: `astream`
+are more conversations than slots, the one heard from least recently gives its slot up (and
+its prompt is evaluated again when it next speaks). Replies stream over loopback HTTP: `astream`
 on the event loop (no thread waits for tokens), `stream` for synchronous callers. Closing
 either stops that reply at the next token; the others go on.
 
@@ -74,7 +74,7 @@ class LlamaServerLLM:
         context_tokens: context of each slot.
         threads: CPU threads of the server.
         log_path: llama.cpp's log.
-        sampling: top_k, min_p, penalty_last_n and seed (`llm_llama.Sampling`).
+        sampling: more sampler fields sent with every request (e.g. ``top_k``, ``min_p``).
         timeout_s: wait for each piece of a reply.
         restart_wait_s: how long a request waits for a server that is restarting.
 

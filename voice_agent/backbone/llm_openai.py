@@ -115,12 +115,8 @@ class OpenAICompatibleLLM:
                         return
                     if piece:
                         yield piece
-        except httpx.TimeoutException as exc:
-            raise self._error(f"timed out ({type(exc).__name__})") from None
-        except httpx.ConnectError as exc:
-            raise self._error(f"cannot connect: {exc}") from None
         except httpx.HTTPError as exc:
-            raise self._error(f"request failed: {type(exc).__name__}: {exc}") from None
+            raise self._failed(exc) from None
 
     async def astream_body(self, body: dict[str, Any]) -> AsyncIterator[str]:
         """`stream_body` for the event loop."""
@@ -147,12 +143,16 @@ class OpenAICompatibleLLM:
                         return
                     if piece:
                         yield piece
-        except httpx.TimeoutException as exc:
-            raise self._error(f"timed out ({type(exc).__name__})") from None
-        except httpx.ConnectError as exc:
-            raise self._error(f"cannot connect: {exc}") from None
         except httpx.HTTPError as exc:
-            raise self._error(f"request failed: {type(exc).__name__}: {exc}") from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: httpx.HTTPError) -> RuntimeError:
+        """A transport failure (no answer, no connection, a broken stream), for people."""
+        if isinstance(exc, httpx.TimeoutException):
+            return self._error(f"timed out ({type(exc).__name__})")
+        if isinstance(exc, httpx.ConnectError):
+            return self._error(f"cannot connect: {exc}")
+        return self._error(f"request failed: {type(exc).__name__}: {exc}")
 
     def _event(self, line: str) -> str | None:
         """The text one SSE line carries ("" for none); None at ``data: [DONE]``."""
