@@ -23,7 +23,7 @@ MakeServer = Callable[..., Awaitable[Server]]
 def make_settings(metrics: dict[str, Any] | None = None, **server: Any) -> Settings:
     return Settings.model_validate(
         {
-            "server": {"port": 0, **server},
+            "server": {"port": 0, "max_sessions": 16, **server},
             "personas": {"dirs": []},
             "turns": {"smart_turn": False},
             "metrics": metrics or {},

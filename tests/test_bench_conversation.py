@@ -12,7 +12,7 @@ from tests.fakes import FakeASR, FakeLLM, FakeTTS
 from tests.servers import MakeServer, make_settings, ws_url
 from voice_agent.audio.vad import vad_factory
 from voice_agent.bench import capacity, conversation
-from voice_agent.bench.figures import Figure, table
+from voice_agent.bench.figures import Figure, NoPlot, table
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
 from voice_agent.session import Engines
@@ -84,7 +84,7 @@ async def test_a_pause_longer_than_the_endpoint_is_a_false_cut_off(
     assert f["false cut-offs"].median == 1.0 and "share ≤ 0.05 MISSED" in table(figures)
     assert len(f["voice-to-voice, at the client"].samples) == 1
     png = tmp_path / "plot.png"
-    assert conversation.plot(figures, "test", png)
+    conversation.plot(figures, "test", png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = [fig.as_json() for fig in figures]
     assert json.loads(json.dumps(record))[0]["samples"]
@@ -122,5 +122,10 @@ async def test_capacity_runs_each_count_at_each_pace_and_finds_the_knee(
         ("back-to-back", 1),
         ("back-to-back", 2),
     ]
-    assert capacity.plot(figures, "capacity", tmp_path / "c.png")
+    capacity.plot(figures, "capacity", tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 10_000
+    lost = [Figure(f.engine, f.metric, f.unit) for f in figures]  # every session lost
+    with pytest.raises(NoPlot, match="no voice-to-voice"):
+        capacity.plot(lost, "capacity", tmp_path / "lost.png")
+    with pytest.raises(NoPlot, match="no latency"):
+        conversation.plot(lost, "conversation", tmp_path / "lost.png")

@@ -67,16 +67,21 @@ async def test_page_static_files_personas_health_and_metrics(make_server: MakeSe
     personas = json.loads(body)
     assert status == 200 and {"concierge", "tutor"} <= {p["id"] for p in personas}
     assert [p["id"] for p in personas if p["default"]] == ["concierge"]
+    await asyncio.sleep(0.25)  # the loop's lag is sampled every 100 ms
     status, _, body = await http_get(server.url + "/healthz")
-    assert status == 200 and json.loads(body) == {
+    health = json.loads(body)
+    lag = health.pop("loop_lag_ms")
+    assert status == 200 and health == {
         "status": "ok",
         "sessions": 0,
         "max_sessions": 16,
         "engines": {},  # fake engines: nothing runs apart
     }
+    assert set(lag) == {"p50", "p95", "max"} and 0 <= lag["p50"] <= lag["p95"] <= lag["max"]
     status, kind, body = await http_get(server.url + "/metrics")
     assert status == 200 and kind.startswith("text/plain")
     assert b"voice_agent_sessions_active 0.0" in body
+    assert b"voice_agent_event_loop_lag_seconds_count" in body
 
 
 def server_web_dir() -> str:
@@ -238,6 +243,22 @@ async def test_the_session_limit_answers_busy(make_server: MakeServer) -> None:
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
     _, _, body = await http_get(server.url + "/metrics")
     assert b'voice_agent_connections_rejected_total{reason="busy"} 1.0' in body
+
+
+async def test_a_caller_who_calls_again_at_the_limit_gets_the_freed_slot(
+    make_server: MakeServer,
+) -> None:
+    """At the limit, a new caller waits (up to ADMIT_WAIT_S) for a session that is ending."""
+    server = await make_server(max_sessions=1)
+    start = json.dumps({"type": "start", "sample_rate": 16000})
+    first = await connect(ws_url(server, "/pcm"))
+    await first.send(start)
+    await events_until(first, "session")
+    async with connect(ws_url(server, "/pcm")) as second:  # before the first hangs up
+        await second.send(start)
+        await asyncio.sleep(0.2)
+        await first.close()
+        assert (await events_until(second, "session"))[-1]["type"] == "session"
 
 
 @pytest.mark.parametrize(

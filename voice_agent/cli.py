@@ -281,6 +281,7 @@ def _speak(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from voice_agent.admission import remember_knee
     from voice_agent.bench import capacity, conversation, figures, models, turntaking
 
     if args.repeat is not None and args.repeat < 1:
@@ -299,6 +300,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     everything: list[figures.Figure] = []
     for suite in [args.suite] if args.suite else ["models", "conversation"]:
         details: dict[str, Any] = {}
+        plots: list[tuple[Callable[[list[figures.Figure], str, Path], None], str, str]] = []
         if suite == "models":
             results = models.run(settings, args.repeat or 20, progress)
         elif suite == "turns":
@@ -317,11 +319,14 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
                     paces=[args.pace] if args.pace else ["human", "back-to-back"],
                 )
             )
-            png = args.plot or Path("bench-capacity.png")
-            if capacity.plot(results, "voice-agent bench capacity", png):
-                print(f"plot written to {png}", file=sys.stderr)
+            plots = [(capacity.plot, "voice-agent bench capacity", "bench-capacity.png")]
+            knee = details["knee_sessions"].get("human")
             print(f"knee (p95 <= {capacity.KNEE_P95_MS:g} ms at a human pace): "
-                  f"{details['knee_sessions'] or 'none'}", file=sys.stderr)  # fmt: skip
+                  f"{knee or 'none'}", file=sys.stderr)  # fmt: skip
+            if args.url is None and "human" in details["paces"]:  # its own server: these settings
+                where = remember_knee(settings, knee or 0)
+                print(f"server.max_sessions auto now admits {max(1, knee or 0)} sessions on this "
+                      f"machine (remembered in {where})", file=sys.stderr)  # fmt: skip
         else:
             results, details = asyncio.run(
                 conversation.run(
@@ -336,14 +341,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
                     pace=args.pace or "back-to-back",
                 )
             )
-            png = args.plot or Path("bench-conversation.png")
             title = (
                 f"voice-agent bench conversation: {details['sessions']} x {details['transport']}"
             )
-            if conversation.plot(results, title, png):
-                print(f"plot written to {png}", file=sys.stderr)
-            else:
-                print("no plot: install voice-agent[bench] (matplotlib)", file=sys.stderr)
+            plots = [(conversation.plot, title, "bench-conversation.png")]
         everything += results
         if args.suite:
             print(figures.table(results))
@@ -353,6 +354,13 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         body = [f.as_json() for f in results]
         path.write_text(json.dumps({"figures": body, **details} if details else body, indent=2))
         print(f"figures written to {path}", file=sys.stderr)
+        for draw, title, default in plots:
+            png = args.plot or Path(default)
+            try:
+                draw(results, title, png)
+                print(f"plot written to {png}", file=sys.stderr)
+            except figures.NoPlot as exc:
+                print(f"no plot: {exc}", file=sys.stderr)
     if not args.suite:
         print(figures.table(everything))
     return EXIT_OK

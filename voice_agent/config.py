@@ -183,7 +183,9 @@ class ServerSettings(Section):
     """Required when host is not a loopback address (query `?token=` or `Authorization: Bearer`)."""
     allowed_origins: list[str] = []
     """Extra browser origins allowed on WebSockets (the server's own origin always is)."""
-    max_sessions: Annotated[int, Field(ge=1, le=10_000)] = 16
+    max_sessions: Annotated[int, Field(ge=1, le=10_000)] | Literal["auto"] = "auto"
+    """Sessions at once (the next caller gets `busy`); `auto`: what `voice-agent bench
+    capacity` measured on this machine, else one per two cores (voice_agent.admission)."""
     max_message_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
     shutdown_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0
     webrtc_jitter_frames: Annotated[int, Field(ge=1, le=16)] = 1

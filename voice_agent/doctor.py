@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from voice_agent import enginecheck, nativecode
+from voice_agent.admission import session_limit
 from voice_agent.config import Settings
 from voice_agent.modelfiles import ModelStore
 
@@ -92,6 +93,8 @@ def doctor(settings: Settings, out: TextIO) -> int:
         state = "ok" if check.ok else "FAILED"
         print(f"{'models' if i == 0 else '':<10} {model_id}: {state} ({check.detail})", file=out)
 
+    limit = session_limit(settings)
+    print(f"sessions   up to {limit.sessions} at once ({limit.why})", file=out)
     print("engines    each loaded and run once, in a child process:", file=out, flush=True)
 
     def show(r: enginecheck.Result) -> None:

@@ -32,9 +32,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from voice_agent import __version__, nativecode
+from voice_agent import __version__, cachefile, nativecode
 from voice_agent.config import Settings
-from voice_agent.modelfiles import ModelError, default_cache_dir
+from voice_agent.modelfiles import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def _failure(
 
 
 def default_cache_file() -> Path:
-    return default_cache_dir().parent / "engine-checks.json"
+    return cachefile.cache_file("engine-checks.json")
 
 
 def _runtime_versions() -> dict[str, str | None]:
@@ -272,25 +272,6 @@ def _identity(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_cache(path: Path, data: dict[str, Any]) -> None:
-    keep = dict(sorted(data.items(), key=lambda kv: kv[1].get("at", 0))[-64:])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(keep, indent=1))
-        tmp.replace(path)
-    except OSError as exc:  # a read-only cache only costs the next start its checks again
-        log.warning("cannot remember the engine checks in %s: %s", path, exc)
-
-
 def run_checks(
     settings: Settings,
     names: Sequence[str],
@@ -311,7 +292,7 @@ def run_checks(
         on_result: called with each result as it comes (for progress).
     """
     cpu = nativecode.cpu()
-    remembered = _read_cache(cache) if cache else {}
+    remembered = cachefile.read(cache) if cache else {}
     versions = _runtime_versions()
     keys = {n: _identity(n, settings, cpu, versions) for n in names}
     results: dict[str, Result] = {}
@@ -334,7 +315,7 @@ def run_checks(
     if cache:
         passed = {keys[n]: {"check": n, "at": time.time()} for n, r in results.items() if r.ok}
         if any(k not in remembered for k in passed):
-            _write_cache(cache, {**remembered, **passed})
+            cachefile.write(cache, {**remembered, **passed}, "the engine checks")
     return [results[n] for n in names]
 
 

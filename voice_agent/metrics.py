@@ -31,6 +31,7 @@ from voice_agent.timeline import STAGES
 from voice_agent.transports.webrtc import live_peer_connections
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
+LOOP_LAG_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 log = logging.getLogger(__name__)
 
 
@@ -147,6 +148,12 @@ class ServerMetrics:
             "Per turn, from the end of the user's speech to each stage's first output",
             ["stage"],
             buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "voice_agent_event_loop_lag_seconds",
+            "How much later than due the event loop ran a timer (sampled every 100 ms)",
+            buckets=LOOP_LAG_BUCKETS_S,
             registry=r,
         )
         r.register(ProcessCollector())

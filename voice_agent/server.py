@@ -44,10 +44,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from voice_agent.admission import session_limit
 from voice_agent.backbone.realtime_client import RemoteRealtime, RemoteRealtimeError
 from voice_agent.backbone.realtime_stages import connect_backbone
 from voice_agent.config import Settings
 from voice_agent.events import Subscription
+from voice_agent.looplag import LoopLag
 from voice_agent.metrics import ServerMetrics, TurnLog
 from voice_agent.operators import OperatorFeed
 from voice_agent.persona import Persona, PersonaStore
@@ -97,6 +99,10 @@ SESSION_PATHS = {"/ws": "webrtc", "/pcm": "pcm", "/v1/realtime": "realtime"}
 """WebSocket paths that each hold one session, and the transport they speak."""
 MAX_OPERATORS = 8
 """Dashboards attached at once (`/events`)."""
+ADMIT_WAIT_S = 1.5
+"""How long a caller who finds every session slot taken waits for one to free before `busy`:
+a person who hangs up and calls again, or reloads the page, finds the old session still
+closing (its socket's close handshake)."""
 CONNECT_TIMEOUT_S = 15.0
 """How long a WebRTC peer may take from the answer to a connected peer connection (ICE and
 DTLS): on loopback it takes well under a second; one whose candidates lead nowhere never does."""
@@ -145,9 +151,12 @@ class Server(TaskOwner):
         self.operators = OperatorFeed(settings.metrics.turns_kept)
         path = settings.metrics.jsonl_path
         self.turn_log = TurnLog(path) if path is not None else None
+        self.loop_lag = LoopLag(on_sample=self.metrics.loop_lag.observe)
+        self.session_limit = session_limit(settings)
         self.sessions: dict[str, Session] = {}
         self._slots = 0
         """Connections holding a place: sessions running and those still being set up."""
+        self._slot_freed = asyncio.Event()
         self._draining = False
         self._all_ended = asyncio.Event()
         self._ws: WsServer | None = None
@@ -164,6 +173,7 @@ class Server(TaskOwner):
     async def start(self) -> None:
         cfg = self.settings.server
         ice_on_loopback(self.loopback)
+        self.create_task(self.loop_lag.run(), "loop-lag")
         if self.turn_log is not None:
             await self.turn_log.start()
         self._ws = await serve(
@@ -243,8 +253,9 @@ class Server(TaskOwner):
             body = {
                 "status": "draining" if self._draining else "ok",
                 "sessions": len(self.sessions),
-                "max_sessions": cfg.max_sessions,
+                "max_sessions": self.session_limit.sessions,
                 "engines": self.engines.health(),
+                "loop_lag_ms": self.loop_lag.summary_ms(),
             }
             return self._json(conn, status, body)
         if path == "/metrics":
@@ -324,14 +335,13 @@ class Server(TaskOwner):
             await self._events(ws)
             return
         kind = SESSION_PATHS.get(path, "pcm")
-        if self._draining or self._slots >= self.settings.server.max_sessions:
+        if not await self._admit():
             self.metrics.rejected("busy")
             why = "shutting down" if self._draining else "too many sessions"
             await self._refuse(
                 ws, "busy", f"the server is busy ({why}); try again later", CLOSE_BUSY
             )
             return
-        self._slots += 1
         try:
             if kind == "webrtc":
                 await self._webrtc(ws)
@@ -350,6 +360,24 @@ class Server(TaskOwner):
             await self._refuse(ws, "internal", "internal error; see the server log", CLOSE_ERROR)
         finally:
             self._slots -= 1
+            self._slot_freed.set()
+
+    async def _admit(self) -> bool:
+        """Take a session slot, waiting up to `ADMIT_WAIT_S` for one; False when none freed
+        (or the server is draining)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ADMIT_WAIT_S
+        while not self._draining and self._slots >= self.session_limit.sessions:
+            if loop.time() >= deadline:
+                return False
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._slot_freed.wait()
+        if self._draining:
+            return False
+        self._slots += 1
+        return True
 
     async def _events(self, ws: ServerConnection) -> None:
         if self.operators.connections >= MAX_OPERATORS:
@@ -357,7 +385,7 @@ class Server(TaskOwner):
             why = f"at most {MAX_OPERATORS} dashboards at once"
             await self._refuse(ws, "busy", why, CLOSE_BUSY)
             return
-        await self.operators.serve(ws, self.settings.server.max_sessions)
+        await self.operators.serve(ws, self.session_limit.sessions)
 
     async def _refuse(self, ws: ServerConnection, code: str, message: str, close: int) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -602,6 +630,8 @@ async def run_server(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        limit = server.session_limit
+        log.info("up to %d sessions at once (%s)", limit.sessions, limit.why)
         print(f"voice-agent: serving on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("stopping: %d sessions get %.0f s to finish", len(server.sessions),

@@ -94,6 +94,7 @@ class WhisperASR:
         *,
         compute_type: str = "int8",
         threads: int = 2,
+        workers: int = 1,
         language: str | None = "en",
         beam_size: int = 1,
         no_speech_threshold: float = 0.6,
@@ -103,7 +104,11 @@ class WhisperASR:
         from faster_whisper import WhisperModel
 
         self.model = WhisperModel(
-            str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads
+            str(model_dir),
+            device="cpu",
+            compute_type=compute_type,
+            cpu_threads=threads,
+            num_workers=workers,  # calls from that many threads at once run in parallel
         )
         self.multilingual: bool = self.model.model.is_multilingual
         self.language = (None if language == "auto" else language) if self.multilingual else "en"

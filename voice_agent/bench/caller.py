@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -34,7 +34,12 @@ from voice_agent.audio.pcm import dbfs, resample
 from voice_agent.frames import PCM
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.base import is_loopback
-from voice_agent.transports.webrtc import hold_frames, ice_on_loopback, received_pcm
+from voice_agent.transports.webrtc import (
+    hold_frames,
+    ice_on_loopback,
+    peer_connection,
+    received_pcm,
+)
 
 FRAME_MS = 20
 HEARD_RATE = 16000
@@ -148,6 +153,10 @@ class Caller(TaskOwner):
         self.heard: list[Heard] = []
         self.lost: str | None = None
         """Why the server ended the session (its close code and reason), once it has."""
+        self.behind_s: float | None = None
+        """How far the reply audio fell behind the wall clock at worst (WebRTC, where the server
+        sends without pause): audio this caller heard late or never, by its own backlog (a
+        process that reads its sockets too slowly) or the server's."""
         self._news = asyncio.Condition()
 
     async def __aenter__(self) -> Caller:
@@ -235,7 +244,7 @@ class WebRTCCaller(Caller):
         if is_loopback(urlsplit(url).hostname or ""):
             ice_on_loopback(True)
         ws = await connect(f"{url}/ws", origin=origin)  # type: ignore[arg-type]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = peer_connection()
         mic = Mic(48000)
         pc.addTrack(MicTrack(mic))
         hold_frames(pc, jitter_frames)
@@ -268,7 +277,12 @@ class WebRTCCaller(Caller):
         self._gone()
 
     async def _listen(self, track: MediaStreamTrack) -> None:
+        start, heard_s, self.behind_s = 0.0, 0.0, 0.0
         async for pcm in received_pcm(track, HEARD_RATE):
+            now = time.monotonic()
+            start = start or now - pcm.size / HEARD_RATE
+            heard_s += pcm.size / HEARD_RATE
+            self.behind_s = max(self.behind_s, now - start - heard_s)
             self._heard(pcm)
 
     async def close(self) -> None:

@@ -22,7 +22,7 @@ from voice_agent.bench.conversation import (
     run_users,
     voice_script,
 )
-from voice_agent.bench.figures import Figure
+from voice_agent.bench.figures import Figure, NoPlot, pyplot
 from voice_agent.config import Settings
 
 KNEE_P95_MS = 1500.0
@@ -54,7 +54,7 @@ async def run(
     figures: list[Figure] = []
     runs: list[dict[str, Any]] = []
     knees: dict[str, int] = {}
-    async with bench_server(url, argv, progress, "bench") as served:
+    async with bench_server(url, argv, progress, "bench", max(counts)) as served:
         for pace in paces:
             for n in counts:
                 progress(f"{n} users x {turns} turns over {transport}, {pace}")
@@ -66,6 +66,7 @@ async def run(
                     transport=transport,
                     persona=persona,
                     pace=pace,
+                    progress=progress,
                 )
                 got = [f for f in figures_of(out, n, transport) if f.metric in KEPT]
                 for f in got:
@@ -77,23 +78,24 @@ async def run(
                             knees[pace] = max(knees.get(pace, 0), n)
                 figures += got
                 runs.append({"pace": pace, **details_of(out, n, turns, transport, persona)})
-    return figures, {"runs": runs, "knee_p95_ms": KNEE_P95_MS, "knee_sessions": knees}
+    return figures, {
+        "runs": runs,
+        "paces": list(paces),
+        "knee_p95_ms": KNEE_P95_MS,
+        "knee_sessions": knees,
+    }
 
 
-def plot(figures: list[Figure], title: str, path: Path) -> bool:
-    """Voice-to-voice (p50, p95) against sessions, a line per pace; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+def plot(figures: list[Figure], title: str, path: Path) -> None:
+    """Voice-to-voice (p50, p95) against sessions, a line per pace; NoPlot says why not."""
+    plt = pyplot()
     series: dict[str, list[tuple[int, float, float]]] = {}
     for f in figures:
         if f.metric == KEPT[0] and f.samples:
             n, _, pace = f.engine.partition(", ")
             series.setdefault(pace, []).append((int(n.split()[0]), f.median, f.p95))
+    if not series:
+        raise NoPlot("no voice-to-voice was measured")
     fig, ax = plt.subplots(figsize=(7, 4))
     for (pace, points), color in zip(series.items(), ("#d9480f", "#1971c2"), strict=False):
         xs = [p[0] for p in points]
@@ -108,4 +110,3 @@ def plot(figures: list[Figure], title: str, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True

@@ -39,7 +39,7 @@ import numpy as np
 from voice_agent.audio.pcm import dbfs
 from voice_agent.backbone.factory import load_tts
 from voice_agent.bench.caller import Caller, PcmCaller, RealtimeCaller, Said, WebRTCCaller
-from voice_agent.bench.figures import Figure
+from voice_agent.bench.figures import Figure, NoPlot, pyplot
 from voice_agent.bench.script import (
     BACKCHANNELS,
     BARGE_INS,
@@ -52,7 +52,9 @@ from voice_agent.bench.script import (
     trimmed,
 )
 from voice_agent.config import Settings
+from voice_agent.looplag import LoopLag
 from voice_agent.modelfiles import ModelStore
+from voice_agent.tasks import TaskOwner
 from voice_agent.timeline import STAGES
 
 Progress = Callable[[str], None]
@@ -76,6 +78,10 @@ class Lines:
     backchannels: list[Line]
 
 
+BEHIND_WARN_MS = 500.0
+"""Reply audio this far behind the clock makes the run say so."""
+
+
 @dataclass(slots=True)
 class Result:
     """What one simulated user measured."""
@@ -89,6 +95,8 @@ class Result:
     kept: list[float] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
     """Turns that got no reply (or no measurable one), and why."""
+    behind_ms: list[float] = field(default_factory=list)
+    """How far the reply audio fell behind at worst (`Caller.behind_s`), where measured."""
 
 
 def voice_script(settings: Settings) -> Lines:
@@ -260,13 +268,15 @@ class Served:
 
 
 def bench_server(
-    url: str | None, argv: Sequence[str], progress: Progress, what: str
+    url: str | None, argv: Sequence[str], progress: Progress, what: str, sessions: int
 ) -> contextlib.AbstractAsyncContextManager[Served]:
-    """The server at `url`, or (None) one started for the `what` with `argv`."""
+    """The server at `url`, or (None) one started for the `what` with `argv`, admitting at
+    least `sessions` at once (whatever this machine's measured capacity: the bench measures
+    past it)."""
     if url is not None:
         return contextlib.nullcontext(Served(url.rstrip("/"), None))
     progress(f"starting a server (voice-agent serve) for the {what}")
-    return self_started_server(argv)
+    return self_started_server([*argv, "--set", f"server.max_sessions={max(1, sessions)}"])
 
 
 @contextlib.asynccontextmanager
@@ -319,6 +329,8 @@ class Outcome:
     wall_s: float
     server_cores: float | None
     client_cores: float
+    client_lag_ms: list[float]
+    """The simulated callers' event loop lag (voice_agent.looplag), every 100 ms of the run."""
 
 
 async def run_users(
@@ -330,27 +342,49 @@ async def run_users(
     transport: str,
     persona: str | None = None,
     pace: str = "back-to-back",
+    progress: Progress = lambda _: None,
 ) -> Outcome:
-    """`sessions` simulated users at once on a running server, each through `turns` turns."""
+    """`sessions` simulated users at once on a running server, each through `turns` turns;
+    `progress` hears of users that failed and of reply audio that fell behind."""
     connect = CALLERS[transport].connect
 
     async def one(i: int) -> Result:
         async with await connect(served.url, persona) as caller:
-            return await simulate(caller, lines, turns, seed=i, pace=pace)
+            result = await simulate(caller, lines, turns, seed=i, pace=pace)
+            if caller.behind_s is not None:
+                result.behind_ms.append(1000.0 * caller.behind_s)
+            return result
 
     cpu0 = cpu_seconds(served.pid) if served.pid else None
     client0, t0 = time.process_time(), time.monotonic()
-    outcomes = await asyncio.gather(*(one(i) for i in range(sessions)), return_exceptions=True)
+    lag, watcher = LoopLag(window_s=24 * 3600.0), TaskOwner("bench")
+    watcher.create_task(lag.run(), "loop-lag")
+    try:
+        outcomes = await asyncio.gather(*(one(i) for i in range(sessions)), return_exceptions=True)
+    finally:
+        await watcher.cancel_tasks()
     wall = time.monotonic() - t0
     server_cores = (
         (cpu_seconds(served.pid) - cpu0) / wall if served.pid and cpu0 is not None else None
     )
+    results = [o for o in outcomes if isinstance(o, Result)]
+    failures = [f"{type(o).__name__}: {o}" for o in outcomes if not isinstance(o, Result)]
+    for failure in failures:
+        progress(f"a simulated user failed: {failure}")
+    behind = max((ms for r in results for ms in r.behind_ms), default=0.0)
+    if behind > BEHIND_WARN_MS:
+        progress(
+            f"the reply audio fell {behind / 1000:.1f} s behind the clock: the machine (the "
+            "server, or these simulated callers beside it) is past what it holds, and the "
+            "figures include that backlog"
+        )
     return Outcome(
-        [o for o in outcomes if isinstance(o, Result)],
-        [f"{type(o).__name__}: {o}" for o in outcomes if not isinstance(o, Result)],
+        results,
+        failures,
         wall,
         server_cores,
         (time.process_time() - client0) / wall,
+        [1000.0 * x for x in lag.samples],
     )
 
 
@@ -369,7 +403,7 @@ async def run(
     """Run the script with `sessions` users at once; the figures, and the details for JSON."""
     progress("voicing the script with the project's TTS")
     lines = await asyncio.to_thread(voice_script, settings)
-    async with bench_server(url, argv, progress, "bench") as served:
+    async with bench_server(url, argv, progress, "bench", sessions) as served:
         progress(f"{sessions} simulated users x {turns} turns over {transport}, in real time")
         out = await run_users(
             served,
@@ -379,9 +413,8 @@ async def run(
             transport=transport,
             persona=persona,
             pace=pace,
+            progress=progress,
         )
-    for failure in out.failures:
-        progress(f"a simulated user failed: {failure}")
     return figures_of(out, sessions, transport), details_of(
         out, sessions, turns, transport, persona
     )
@@ -420,6 +453,8 @@ def figures_of(out: Outcome, sessions: int, transport: str) -> list[Figure]:
         Figure(name, "false cut-offs", "share", every(lambda r: r.cut), 0.05, share=True),
         Figure(name, "backchannels kept", "share", every(lambda r: r.kept), share=True),
         Figure(name, "client CPU", "cores", [out.client_cores]),
+        Figure(name, "simulated callers' event loop lag", "ms", out.client_lag_ms),
+        Figure(name, "reply audio behind the clock, worst", "ms", every(lambda r: r.behind_ms)),
     ]
     if out.server_cores is not None:
         figures.append(Figure(name, "server CPU", "cores", [out.server_cores]))
@@ -443,16 +478,12 @@ def details_of(
     }
 
 
-def plot(figures: list[Figure], title: str, path: Path) -> bool:
-    """A PNG of the latency figures' distributions; False if matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+def plot(figures: list[Figure], title: str, path: Path) -> None:
+    """A PNG of the latency figures' distributions; NoPlot says why not."""
+    plt = pyplot()
     shown = [f for f in figures if f.unit == "ms" and f.samples]
+    if not shown:
+        raise NoPlot("no latency was measured")
     fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.2 * len(shown) + 0.6), squeeze=False)
     for ax, f in zip(axes[:, 0], shown, strict=True):
         ax.hist(f.samples, bins=min(30, max(5, len(f.samples))), color="#d9480f", alpha=0.8)
@@ -468,4 +499,3 @@ def plot(figures: list[Figure], title: str, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True

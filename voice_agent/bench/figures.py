@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -66,3 +67,19 @@ def table(figures: list[Figure]) -> str:
         figures_ = f"{f.median:>9.3f} {p95}  {f.unit:<6} {len(f.samples):>4}"
         lines.append(f"{f.engine:<{width}} {f.metric:<{mwidth}} {figures_}  {verdict}")
     return "\n".join(lines)
+
+
+class NoPlot(Exception):
+    """Why a plot was not drawn (matplotlib missing, nothing measured)."""
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files; NoPlot without the `bench` extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise NoPlot("install voice-agent[bench] (matplotlib)") from None
+    return plt

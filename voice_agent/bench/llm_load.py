@@ -4,14 +4,18 @@ For an engine that serves several conversations at once (`astream`: the default
 `llama-server`): tokens per second summed over 1, 2, 4 and 8 replies streamed together, each
 its own conversation, with the first-token latency at each level; and the first token of a new
 turn whose conversation's prompt is in its slot's cache (the persona's head prefilled, then the
-history of earlier turns) against a cold one (a prompt nothing has seen).
+history of earlier turns) against a cold one (a prompt nothing has seen); and 4 replies at once
+while ASR and TTS run in threads beside them, as in a busy server: how much the runtime loses
+to sharing the cores (docs/scaling.md: `engines.llm.threads`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from voice_agent.backbone.base import GenerationParams
@@ -21,6 +25,8 @@ from voice_agent.persona import Persona
 
 STREAMS = (1, 2, 4, 8)
 REPLY_TOKENS = 64
+BESIDE = 4
+"""Replies at once beside the other engines' work."""
 
 
 async def _reply(
@@ -94,16 +100,69 @@ async def _cached_vs_cold(
     return [cached, cold]
 
 
-def run(
-    llm: Any, name: str, persona: Persona, questions: list[str], repeats: int, budget: int
+async def _beside(
+    llm: Any,
+    name: str,
+    persona: Persona,
+    questions: list[str],
+    rounds: int,
+    budget: int,
+    work: Sequence[Callable[[], object]],
 ) -> list[Figure]:
-    """The figures above for `llm` (which must have `astream`)."""
+    """`BESIDE` replies at once while each of `work` (ASR, TTS) runs again and again in a
+    thread of its own: the cores shared as they are in a busy server."""
+    rate = Figure(name, f"llm tokens/s summed, {BESIDE} at once beside ASR and TTS", "tok/s")
+    first = Figure(name, f"llm first token, {BESIDE} at once beside ASR and TTS", "ms")
+    stop = threading.Event()
 
-    async def both() -> list[Figure]:
+    def loop(call: Callable[[], object]) -> None:
+        while not stop.is_set():
+            call()
+
+    threads = [threading.Thread(target=loop, args=(w,), daemon=True) for w in work]
+    for t in threads:
+        t.start()
+    try:
+        for r in range(rounds):
+            jobs = [
+                _reply(
+                    llm,
+                    _ask(persona, questions[(r + i) % len(questions)], budget),
+                    GenerationParams(max_tokens=REPLY_TOKENS, conversation=f"beside-{i}"),
+                )
+                for i in range(BESIDE)
+            ]
+            t0 = time.perf_counter()
+            results = await asyncio.gather(*jobs)
+            rate.samples.append(sum(p for p, _, _ in results) / (time.perf_counter() - t0))
+            first.samples += [f for _, f, _ in results]
+    finally:
+        stop.set()
+        for t in threads:
+            await asyncio.to_thread(t.join)
+    return [rate, first]
+
+
+def run(
+    llm: Any,
+    name: str,
+    persona: Persona,
+    questions: list[str],
+    repeats: int,
+    budget: int,
+    beside: Sequence[Callable[[], object]] = (),
+) -> list[Figure]:
+    """The figures above for `llm` (which must have `astream`); with `beside` (calls of other
+    engines), also `BESIDE` replies at once while those run in a loop."""
+
+    async def all_of_them() -> list[Figure]:
         rounds = max(repeats // 4, 3)
-        return [
+        figures = [
             *await _throughput(llm, name, persona, questions, rounds, budget),
             *await _cached_vs_cold(llm, name, persona, questions, rounds * 2, budget),
         ]
+        if beside:
+            figures += await _beside(llm, name, persona, questions, rounds, budget, beside)
+        return figures
 
-    return asyncio.run(both())
+    return asyncio.run(all_of_them())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -94,10 +94,16 @@ def bench_asr(
 
 
 def bench_llm(
-    settings: Settings, store: ModelStore, model_id: str, repeats: int, engine: str
+    settings: Settings,
+    store: ModelStore,
+    model_id: str,
+    repeats: int,
+    engine: str,
+    beside: Sequence[Callable[[], object]] = (),
 ) -> list[Figure]:
     """Load time, first token and tokens per second of one reply at a time; with an engine
-    that serves several at once, also the figures of `llm_load` (under concurrent load)."""
+    that serves several at once, also the figures of `llm_load` (under concurrent load, and
+    beside the calls of `beside`)."""
     s = settings.engines.llm.model_copy(update={"model": model_id, "engine": engine})
     name = model_id if engine == settings.engines.llm.engine else f"{model_id} ({engine})"
     t = time.perf_counter()
@@ -127,7 +133,7 @@ def bench_llm(
                 rate.samples.append((pieces - 1) / ((_ms(t) - t_first) / 1000))
         figures = [load, first, rate]
         if hasattr(llm, "astream"):
-            figures += llm_load.run(llm, name, persona, QUESTIONS, repeats, budget)
+            figures += llm_load.run(llm, name, persona, QUESTIONS, repeats, budget, beside)
         return figures
     finally:
         close = getattr(llm, "close", None)
@@ -151,11 +157,13 @@ def run(settings: Settings, repeats: int = 20, progress: Progress = lambda _: No
     rate = settings.audio.sample_rate
     speech = [resample(piper.synthesize(u, joe), piper.sample_rate, rate) for u in UTTERANCES]
     figures += bench_asr(settings, store, speech, repeats)
+    asr = load_asr(settings.engines.asr, store)
+    beside = [lambda: transcribe(asr, speech[0]), lambda: piper.synthesize(CLAUSES[0], joe)]
     engine = settings.engines.llm.engine
     for m in store.catalog.models:
         if m.role == "llm" and installed(m) and engine in LOCAL_LLM_ENGINES:
             progress(f"LLM {m.id}")
-            figures += bench_llm(settings, store, m.id, max(repeats // 2, 5), engine)
+            figures += bench_llm(settings, store, m.id, max(repeats // 2, 5), engine, beside)
     if engine != "llama-cpp" and importlib.util.find_spec("llama_cpp") is not None:
         progress("LLM in this process (llama-cpp), for comparison")  # one reply at a time
         model = settings.engines.llm.model

@@ -456,7 +456,7 @@ async def run(
     plan = [(t, b) for b in behaviours for t in transports]
     report = SoakReport(workers=sessions, duration_s=duration_s)
     kw = {"persona": persona} if persona is not None else {}
-    async with bench_server(url, argv, progress, "soak") as served:
+    async with bench_server(url, argv, progress, "soak", sessions) as served:
         progress(f"warm-up: one turn over each of {', '.join(transports)}")
         for t in transports:
             try:

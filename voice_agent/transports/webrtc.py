@@ -12,7 +12,7 @@ that is what `played_ms` subtracts, and what an interruption drops.
 
 ICE: a server bound to loopback gathers only a 127.0.0.1 host candidate (`ice_on_loopback`),
 so a local server opens no media port on other interfaces. aioice leaves loopback out of its
-host addresses; this module swaps in its own list.
+host addresses; this module swaps in its own list. Consent checks: see `consent`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from voice_agent.frames import PCM, Frame, InputAudioFrame
 from voice_agent.protocol import ProtocolError
+from voice_agent.transports import consent
 from voice_agent.transports.base import PeerTransport, SendJson
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,13 @@ def live_peer_connections() -> int:
     `voice_agent_peer_connections` gauge). Once every session is over it should be 0: more means
     a peer connection outlived its session (its ICE, DTLS and media tasks run on with it)."""
     return sum(pc.connectionState != "closed" for pc in list(_accepted))
+
+
+def peer_connection() -> RTCPeerConnection:
+    """A peer connection with no STUN or TURN servers, whose ICE consent checks hold on a busy
+    machine (`voice_agent.transports.consent`)."""
+    consent.install()
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
 def _loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -229,7 +237,7 @@ class WebRTCTransport(PeerTransport):
     ) -> tuple[WebRTCTransport, str]:
         """Answer an offer: the transport and the answer's SDP. A bad offer raises
         `ProtocolError("bad_offer")` and leaves nothing open."""
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = peer_connection()
         _accepted.add(pc)
         transport = cls(pc, ReplyTrack(OUTPUT_RATE, frame_ms), sample_rate, send_json)
         try:
