@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -76,12 +77,16 @@ def bench_tts(name: str, tts: TTSEngine, voice: Voice, repeats: int) -> list[Fig
 def bench_asr(
     settings: Settings, store: ModelStore, speech: list[np.ndarray], repeats: int
 ) -> list[Figure]:
+    """Load, final transcript and real-time factor of one utterance at a time; and each call's
+    time when two sessions' finals come at once (CTranslate2 runs them in parallel with as many
+    `num_workers` as the engine pool has threads, as the server loads it)."""
     s = settings.engines.asr
     t = time.perf_counter()
-    asr = load_asr(s, store)
+    asr = load_asr(s, store, workers=settings.engines.executor.workers)
     load = Figure(s.model, "asr load", "ms", [_ms(t)])
     final = Figure(s.model, "asr final", "ms")
     rtf = Figure(s.model, "asr rtf", "x")
+    alone = Figure(s.model, "asr whole utterance, 1 at once", "ms")
     transcribe(asr, speech[0])  # warm-up
     for i in range(repeats):
         pcm = speech[i % len(speech)]
@@ -90,7 +95,13 @@ def bench_asr(
         )
         whole = transcribe(asr, pcm)
         rtf.samples.append(whole.final_ms / 1000 / whole.audio_s)
-    return [load, final, rtf]
+        alone.samples.append(whole.final_ms)
+    both = Figure(s.model, "asr whole utterance, 2 at once", "ms")
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(repeats):
+            pair = (speech[i % len(speech)], speech[(i + 1) % len(speech)])
+            both.samples += [r.final_ms for r in pool.map(lambda p: transcribe(asr, p), pair)]
+    return [load, final, rtf, alone, both]
 
 
 def bench_llm(
