@@ -55,10 +55,7 @@ def test_empty_config_file_gives_defaults(in_tmp: Path) -> None:
 
 
 def test_repo_config_yaml_is_the_defaults(in_tmp: Path) -> None:
-    path = REPO / "config.yaml"
-    if not path.is_file():
-        pytest.skip(f"{path} does not exist yet (it will be added)")
-    assert load_settings(path, env={}) == Settings()
+    assert load_settings(REPO / "config.yaml", env={}) == Settings()
 
 
 # --- which file -------------------------------------------------------------------------------

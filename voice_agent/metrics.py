@@ -3,10 +3,11 @@
 One `ServerMetrics` per server, on its own registry (so tests and several servers in one
 process never share counters). The turn-latency histograms are fed from the same `turn_metrics`
 messages that sessions send their clients, so the page, the dashboard and Prometheus show the
-same figures. The process gauges (`voice_agent_process_*`, `voice_agent_peer_connections`) are
-read when `/metrics` is scraped, on the event loop; `voice-agent bench soak` watches them come
-back to their idle baseline after load. `TurnLog` appends each finished turn's whole timeline
-(`turn_record`, see `voice_agent.timeline`) to a file, off the event loop.
+same figures. The process gauges (`voice_agent_process_*`, and `voice_agent_peer_connections`
+as the server reads it) are read when `/metrics` is scraped, on the event loop; `voice-agent
+bench soak` watches them come back to their idle baseline after load. `TurnLog` appends each
+finished turn's whole timeline (`turn_record`, see `voice_agent.timeline`) to a file, off the
+event loop.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from prometheus_client.registry import Collector
 
 from voice_agent.tasks import TaskOwner
 from voice_agent.timeline import STAGES
-from voice_agent.transports.webrtc import live_peer_connections
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 LOOP_LAG_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -72,27 +72,27 @@ PROCESS_GAUGES: dict[str, tuple[str, Callable[[], int | None]]] = {
     ),
     "voice_agent_process_open_fds": ("Open file descriptors (Linux only)", _open_fds),
     "voice_agent_process_rss_bytes": ("Resident memory in bytes (Linux only)", _rss_bytes),
-    "voice_agent_peer_connections": (
-        "WebRTC peer connections accepted and not closed yet",
-        live_peer_connections,
-    ),
 }
 """Gauges read at scrape time: name -> (help, reader). A reader returns None where it cannot
 tell (no /proc, no running loop), and the gauge is then left out."""
 
 
 class ProcessCollector(Collector):
-    """The process's resources, read when scraped (`PROCESS_GAUGES`). Reads only /proc and
-    in-memory counts: cheap enough to run on the event loop, as `/metrics` does."""
+    """The process's resources, read when scraped (`PROCESS_GAUGES`, and `extra` of the same
+    form). Reads only /proc and in-memory counts: cheap enough to run on the event loop, as
+    `/metrics` does."""
+
+    def __init__(self, extra: dict[str, tuple[str, Callable[[], int | None]]]) -> None:
+        self.gauges = {**PROCESS_GAUGES, **extra}
 
     def collect(self) -> Iterator[Metric]:
-        for name, (doc, read) in PROCESS_GAUGES.items():
+        for name, (doc, read) in self.gauges.items():
             value = read()
             if value is not None:
                 yield GaugeMetricFamily(name, doc, value=value)
 
     def describe(self) -> Iterator[Metric]:
-        for name, (doc, _read) in PROCESS_GAUGES.items():
+        for name, (doc, _read) in self.gauges.items():
             yield GaugeMetricFamily(name, doc)
 
 
@@ -125,7 +125,9 @@ class ServerMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, peer_connections: Callable[[], int] | None = None) -> None:
+        """`peer_connections`: reads how many WebRTC peer connections are open (the
+        `voice_agent_peer_connections` gauge; left out without it)."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.sessions_active = Gauge(
@@ -156,7 +158,11 @@ class ServerMetrics:
             buckets=LOOP_LAG_BUCKETS_S,
             registry=r,
         )
-        r.register(ProcessCollector())
+        extra: dict[str, tuple[str, Callable[[], int | None]]] = {}
+        if peer_connections is not None:
+            peers = "WebRTC peer connections accepted and not closed yet"
+            extra["voice_agent_peer_connections"] = (peers, peer_connections)
+        r.register(ProcessCollector(extra))
         self._active = 0
 
     def watch_engines(self, health: Callable[[], dict[str, Any]]) -> None:

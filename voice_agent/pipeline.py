@@ -285,12 +285,10 @@ class Pipeline:
         for a, b in zip(self.stages, self.stages[1:], strict=False):
             a.link(b)
         self._events = events
-        self._started = False
 
     async def start(self, sample_rate: int = 16000) -> None:
         for stage in self.stages:
             await stage.start(self._events)
-        self._started = True
         self.queue(StartFrame(sample_rate=sample_rate))
 
     def queue(self, frame: Frame, direction: Direction = DOWN) -> None:
@@ -309,7 +307,6 @@ class Pipeline:
         """Stop every stage and wait for all their tasks; safe to call twice."""
         for stage in self.stages:
             await stage.stop()
-        self._started = False
 
     @property
     def tasks(self) -> list[asyncio.Task[Any]]:

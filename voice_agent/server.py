@@ -71,12 +71,13 @@ from voice_agent.transports.base import SendJson, Transport, is_loopback
 from voice_agent.transports.pcm import PcmTransport
 from voice_agent.transports.realtime_api import RealtimeTransport
 from voice_agent.transports.sockets import (
+    CLOSE_POLICY,
     CLOSE_TIMEOUT_S,
     SEND_TIMEOUT_S,
     close_within,
     send_within,
 )
-from voice_agent.transports.webrtc import WebRTCTransport, ice_on_loopback
+from voice_agent.transports.webrtc import WebRTCTransport, ice_on_loopback, live_peer_connections
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ CONTENT_TYPES = {
 PUBLIC_PATHS = ("/", "/healthz")
 """Paths that need no token: the page and its static files carry no data, and a load
 balancer's health check has none to give."""
-CLOSE_POLICY, CLOSE_BUSY, CLOSE_ERROR = 1008, 1013, 1011
+CLOSE_BUSY, CLOSE_ERROR = 1013, 1011
 SESSION_PATHS = {"/ws": "webrtc", "/pcm": "pcm", "/v1/realtime": "realtime"}
 """WebSocket paths that each hold one session, and the transport they speak."""
 MAX_OPERATORS = 8
@@ -146,7 +147,7 @@ class Server(TaskOwner):
         self.settings = settings
         self.engines = engines
         self.personas = personas or PersonaStore(settings.personas.dirs)
-        self.metrics = metrics or ServerMetrics()
+        self.metrics = metrics or ServerMetrics(peer_connections=live_peer_connections)
         self.metrics.watch_engines(engines.health)
         self.operators = OperatorFeed(settings.metrics.turns_kept)
         path = settings.metrics.jsonl_path
@@ -211,13 +212,15 @@ class Server(TaskOwner):
         if self.sessions:
             self._all_ended.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_ended.wait(), grace)
+                async with asyncio.timeout(grace):
+                    await self._all_ended.wait()
         for session in list(self.sessions.values()):
             session.close()
         self.operators.close()  # dashboards too: websockets closes a server's sockets only once
         self._ws.close(close_connections=True)
         try:
-            await asyncio.wait_for(self._ws.wait_closed(), 2 * CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(2 * CLOSE_TIMEOUT_S):
+                await self._ws.wait_closed()
         except TimeoutError:  # a client that does not read holds its close frame: cut it
             for ws in list(self._sockets):
                 ws.transport.abort()
@@ -334,7 +337,7 @@ class Server(TaskOwner):
         if path == "/events":
             await self._events(ws)
             return
-        kind = SESSION_PATHS.get(path, "pcm")
+        kind = SESSION_PATHS[path]  # `_process_request` let only these (and /events) through
         if not await self._admit():
             self.metrics.rejected("busy")
             why = "shutting down" if self._draining else "too many sessions"
@@ -396,7 +399,8 @@ class Server(TaskOwner):
 
     async def _first_message(self, ws: ServerConnection) -> Offer | Start | Bye:
         try:
-            raw = await asyncio.wait_for(ws.recv(), FIRST_MESSAGE_TIMEOUT_S)
+            async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT_S):
+                raw = await ws.recv()
         except TimeoutError:
             raise ProtocolError(
                 "bad_message", f"no message within {FIRST_MESSAGE_TIMEOUT_S:.0f} s"
@@ -522,7 +526,8 @@ class Server(TaskOwner):
                     self._all_ended.set()
                 self.metrics.session_ended(kind)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(observer, 1.0)
+            async with asyncio.timeout(1.0):
+                await observer
         await close_within(ws)
 
     async def _backbone(self, persona: Persona) -> RemoteRealtime | None:

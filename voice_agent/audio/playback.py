@@ -95,7 +95,8 @@ def heard_text(chunks: list[tuple[str, int, int]]) -> str:
 
 
 class PlaybackStage(Stage):
-    """Paces the reply out to the sink; stops within one frame when interrupted."""
+    """Writes the reply to the sink in frames (paced in real time where the sink does not keep
+    time itself); stops within one frame when interrupted."""
 
     def __init__(
         self,

@@ -198,7 +198,8 @@ class Caller(TaskOwner):
                             return e
                     await self._news.wait()
 
-        return await asyncio.wait_for(find(), within_s)
+        async with asyncio.timeout(within_s):
+            return await find()
 
     def first_audible(self, after: float, level_db: float = -40.0) -> float | None:
         """When the first reply sample above `level_db` arrived, among audio that arrived
@@ -260,7 +261,8 @@ class WebRTCCaller(Caller):
             if persona is not None:
                 offer["persona"] = persona
             await ws.send(json.dumps(offer))
-            answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            async with asyncio.timeout(30):
+                answer = json.loads(await ws.recv())
             if answer.get("type") != "answer":
                 raise ConnectionError(f"the server answered {answer}")
             await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))

@@ -308,7 +308,8 @@ async def self_started_server(argv: Sequence[str]) -> AsyncIterator[Served]:
         if child.returncode is None:
             child.terminate()
             try:
-                await asyncio.wait_for(child.wait(), 30)
+                async with asyncio.timeout(30):
+                    await child.wait()
             except TimeoutError:
                 child.kill()
                 await child.wait()

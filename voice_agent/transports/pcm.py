@@ -9,6 +9,7 @@ nothing sent to it for `send_timeout_s` is cut off (`voice_agent.transports.sock
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -33,16 +34,12 @@ class PcmSink:
         self._ws = ws
         self.sample_rate = sample_rate
         self.send_timeout_s = send_timeout_s
-        self.frames_sent = 0
 
     async def write(self, pcm: PCM) -> None:
-        try:
+        with contextlib.suppress(ConnectionClosed):  # gone: nothing plays, the session is ending
             await send_within(
                 self._ws, pcm.astype("<i2", copy=False).tobytes(), self.send_timeout_s
             )
-            self.frames_sent += 1
-        except ConnectionClosed:
-            pass  # the client has gone: nothing is played, the session is ending
 
     def buffered_ms(self) -> float:
         return 0.0  # what the client buffers is not known here

@@ -134,8 +134,8 @@ class ReplyTrack(MediaStreamTrack):
         self._start: float | None = None
         self._pts = 0
         self._last = 0
-        self.frames_sent = 0
         self.audio_frames_sent = 0
+        """Frames of the reply handed to aiortc (silence between replies not counted)."""
 
     # --- AudioSink ---------------------------------------------------------------------------
 
@@ -179,7 +179,6 @@ class ReplyTrack(MediaStreamTrack):
             pcm = np.zeros(self._frame_samples, np.int16)
         self._space.set()
         self._last = len(pcm)
-        self.frames_sent += 1
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(pcm, np.int16).reshape(1, -1), format="s16", layout="mono"
         )
@@ -256,7 +255,8 @@ class WebRTCTransport(PeerTransport):
 
     async def frames(self) -> AsyncIterator[Frame]:
         try:
-            track = await asyncio.wait_for(self._inbound, CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                track = await self._inbound
         except TimeoutError:
             raise ConnectionError(
                 f"no audio from the peer within {CONNECT_TIMEOUT_S:.0f} s of the answer"
@@ -273,6 +273,7 @@ class WebRTCTransport(PeerTransport):
             # aioice 0.13 starts its consent checks when a connection attempt succeeds, even
             # one closed meanwhile, and they then run on for half a minute: let it settle first.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ice_settled.wait(), ICE_SETTLE_TIMEOUT_S)
+                async with asyncio.timeout(ICE_SETTLE_TIMEOUT_S):
+                    await self._ice_settled.wait()
         await self.pc.close()
         self.gone.set()
