@@ -49,6 +49,25 @@ def _ask(persona: Persona, question: str, budget: int, history: History | None =
     return h.prompt(persona, budget)
 
 
+async def _round(
+    llm: Any, persona: Persona, questions: list[str], budget: int, n: int, r: int, tag: str
+) -> tuple[float, list[float]]:
+    """`n` replies at once (round `r` of the questions), each its own conversation `tag-i`:
+    tokens per second summed, and each reply's first-token ms."""
+    jobs = [
+        _reply(
+            llm,
+            _ask(persona, questions[(r + i) % len(questions)], budget),
+            GenerationParams(max_tokens=REPLY_TOKENS, conversation=f"{tag}-{i}"),
+        )
+        for i in range(n)
+    ]
+    t = time.perf_counter()
+    results = await asyncio.gather(*jobs)
+    wall = time.perf_counter() - t
+    return sum(p for p, _, _ in results) / wall, [f for _, f, _ in results]
+
+
 async def _throughput(
     llm: Any, name: str, persona: Persona, questions: list[str], rounds: int, budget: int
 ) -> list[Figure]:
@@ -57,21 +76,11 @@ async def _throughput(
         rate = Figure(name, f"llm tokens/s summed, {n} at once", "tok/s")
         first = Figure(name, f"llm first token, {n} at once", "ms")
         for r in range(rounds + 1):
-            jobs = [
-                _reply(
-                    llm,
-                    _ask(persona, questions[(r + i) % len(questions)], budget),
-                    GenerationParams(max_tokens=REPLY_TOKENS, conversation=f"load-{n}-{i}"),
-                )
-                for i in range(n)
-            ]
-            t = time.perf_counter()
-            results = await asyncio.gather(*jobs)
-            wall = time.perf_counter() - t
+            tokens_s, firsts = await _round(llm, persona, questions, budget, n, r, f"load-{n}")
             if r == 0:
                 continue  # warm-up: fills each conversation's slot with the persona's head
-            rate.samples.append(sum(p for p, _, _ in results) / wall)
-            first.samples += [f for _, f, _ in results]
+            rate.samples.append(tokens_s)
+            first.samples += firsts
         figures += [rate, first]
     return figures
 
@@ -124,18 +133,9 @@ async def _beside(
         t.start()
     try:
         for r in range(rounds):
-            jobs = [
-                _reply(
-                    llm,
-                    _ask(persona, questions[(r + i) % len(questions)], budget),
-                    GenerationParams(max_tokens=REPLY_TOKENS, conversation=f"beside-{i}"),
-                )
-                for i in range(BESIDE)
-            ]
-            t0 = time.perf_counter()
-            results = await asyncio.gather(*jobs)
-            rate.samples.append(sum(p for p, _, _ in results) / (time.perf_counter() - t0))
-            first.samples += [f for _, f, _ in results]
+            tokens_s, firsts = await _round(llm, persona, questions, budget, BESIDE, r, "beside")
+            rate.samples.append(tokens_s)
+            first.samples += firsts
     finally:
         stop.set()
         for t in threads:
