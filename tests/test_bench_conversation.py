@@ -55,8 +55,10 @@ async def test_a_patient_persona_is_measured_turn_by_turn(
     assert details["failures"] == [] and details["missed"] == []
     client, server_says = f["voice-to-voice, at the client"], f["voice-to-voice, server's report"]
     assert len(client.samples) == len(server_says.samples) == 4  # two questions per user
-    # the tutor waits 900 ms of silence; the fakes answer at once; /pcm adds next to nothing
-    assert all(900 <= ms <= 1500 for ms in client.samples), client.samples
+    # the tutor waits 900 ms of silence; the fakes answer at once; /pcm adds next to nothing.
+    # The VAD may hear the speech end up to a frame (32 ms) before the client's -40 dB mark of
+    # its last audible sample (measured: 899.5 ms once).
+    assert all(900 - 40 <= ms <= 1500 for ms in client.samples), client.samples
     assert abs(client.median - server_says.median) < 120
     assert f["false cut-offs"].samples == [0.0, 0.0]
     barge = f["barge-in: onset -> reply 20 dB down"]
