@@ -4,9 +4,13 @@ what talks to it."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from tests.fakes import FakeASR, FakeLLM, FakeTTS
@@ -64,3 +68,17 @@ async def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int
             return e.code, e.headers.get("Content-Type", ""), e.read()
 
     return await asyncio.to_thread(get)
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (for a server started after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def console_script() -> str:
+    """The `voice-agent` command installed next to this Python."""
+    exe = shutil.which("voice-agent", path=str(Path(sys.executable).parent))
+    assert exe is not None, f"no voice-agent console script next to {sys.executable}"
+    return exe

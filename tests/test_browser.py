@@ -11,10 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 import wave
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from tests.servers import console_script, free_port
 from tests.speech import silence_16k, speech_16k
 from voice_agent.audio.pcm import resample
 
@@ -56,13 +54,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
@@ -80,11 +71,9 @@ def chromium() -> Path:
 @contextlib.contextmanager
 def _serve(workdir: Path, *args: str) -> Iterator[tuple[str, Path]]:
     """`voice-agent serve` on a free loopback port: its base URL and its log file."""
-    exe = Path(sys.executable).with_name("voice-agent")
-    exe_path = str(exe) if exe.exists() else shutil.which("voice-agent")
-    assert exe_path, f"no voice-agent next to {sys.executable} or on PATH"
+    exe_path = console_script()
     log = workdir / "server.log"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen(

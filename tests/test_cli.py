@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.servers import console_script, free_port
 from voice_agent.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,8 +76,7 @@ def test_config_show_layers_env_and_flags(
 
 
 def test_the_console_script_runs_and_keeps_stdout_for_results() -> None:
-    exe = shutil.which("voice-agent", path=str(Path(sys.executable).parent))
-    assert exe is not None, "the voice-agent console script is not installed"
+    exe = console_script()
     done = subprocess.run(
         [exe, "serve", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60
     )
@@ -89,11 +86,7 @@ def test_the_console_script_runs_and_keeps_stdout_for_results() -> None:
 
 @pytest.mark.slow
 def test_serve_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    exe = shutil.which("voice-agent", path=str(Path(sys.executable).parent))
-    assert exe is not None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    exe, port = console_script(), free_port()
     log = (tmp_path / "serve.log").open("w+")
     server = subprocess.Popen([exe, "serve", "--port", str(port)], stdout=log, stderr=log)
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.servers import free_port
 from voice_agent.backbone.base import GenerationParams
 from voice_agent.backbone.llama_server import LlamaServer, ServerConfig
 from voice_agent.backbone.llm_llama import LlamaCppLLM
@@ -227,12 +228,6 @@ def test_a_missing_or_corrupt_gguf_is_named_in_the_error(tmp_path: Path, smol_pa
 
 
 # --- OpenAI-compatible ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.fakes import FakeASR, FakeTTS
-from tests.servers import MakeServer, make_settings, ws_url
+from tests.servers import MakeServer, console_script, free_port, make_settings, ws_url
 from tests.speech import speech_16k
 from voice_agent.audio.vad import vad_factory
 from voice_agent.backbone.base import GenerationParams
@@ -210,19 +210,12 @@ def test_the_server_child_stops_when_its_parent_goes(store: ModelStore, tmp_path
 @pytest.mark.slow
 def test_llm_server_serves_session_servers_elsewhere_with_a_key(tmp_path: Path) -> None:
     """`voice-agent llm-server`: the same server alone, for `engines.llm.engine: openai`."""
-    import shutil
-    import socket
     import subprocess
-    import sys
     import time
 
     from voice_agent.backbone.llm_openai import OpenAICompatibleLLM
 
-    exe = shutil.which("voice-agent", path=str(Path(sys.executable).parent))
-    assert exe is not None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    exe, port = console_script(), free_port()
     log = tmp_path / "llm-server.log"
     env = {**os.environ, "LLAMA_SERVER_API_KEY": "sesame"}
     cmd = [exe, "llm-server", "--port", str(port), "--slots", "2"]

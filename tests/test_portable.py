@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,17 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import console_script
 from voice_agent import enginecheck, nativecode
 from voice_agent.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 CRASHING_LLAMA = REPO / "tests" / "crashing_llama"
-
-
-def _exe() -> str:
-    exe = shutil.which("voice-agent", path=str(Path(sys.executable).parent))
-    assert exe is not None, "the voice-agent console script is not installed"
-    return exe
 
 
 # -- the scanner ------------------------------------------------------------------------------
@@ -207,7 +201,7 @@ def _with_crashing_llama() -> dict[str, str]:
 @pytest.mark.slow
 def test_serve_says_in_one_line_which_engine_crashed_and_exits_1() -> None:
     done = subprocess.run(
-        [_exe(), "serve", "--port", "0", "--set", "engines.llm.engine=llama-cpp"],
+        [console_script(), "serve", "--port", "0", "--set", "engines.llm.engine=llama-cpp"],
         capture_output=True,
         text=True,
         env=_with_crashing_llama(),
@@ -224,7 +218,7 @@ def test_serve_says_in_one_line_which_engine_crashed_and_exits_1() -> None:
 
 @pytest.mark.slow
 def test_doctor_runs_every_engine_and_names_the_one_that_crashes() -> None:
-    good = subprocess.run([_exe(), "doctor"], capture_output=True, text=True, timeout=600)
+    good = subprocess.run([console_script(), "doctor"], capture_output=True, text=True, timeout=600)
     assert good.returncode == 0, good.stdout + good.stderr
     for engine in ("ASR (whisper-tiny-en)", "LLM (llama-server, qwen2.5-0.5b)", "TTS (piper"):
         assert f"  ok      {engine}" in good.stdout, good.stdout
@@ -232,7 +226,7 @@ def test_doctor_runs_every_engine_and_names_the_one_that_crashes() -> None:
     assert good.stdout.rstrip().endswith("all good")
 
     bad = subprocess.run(
-        [_exe(), "doctor", "--set", "engines.llm.engine=llama-cpp"],
+        [console_script(), "doctor", "--set", "engines.llm.engine=llama-cpp"],
         capture_output=True,
         text=True,
         env=_with_crashing_llama(),

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ import soxr
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from tests.fakes import FakeLLM
-from tests.servers import MakeServer, fake_engines, make_settings, ws_url
+from tests.servers import MakeServer, fake_engines, free_port, make_settings, ws_url
 from tests.speech import speech_16k
 from voice_agent.backbone import realtime_client
 from voice_agent.backbone.realtime_client import (
@@ -247,10 +246,7 @@ async def test_a_refused_session_update_is_an_error(remote: FakeRemote) -> None:
 
 
 async def test_a_closed_port_is_a_clear_error() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"ws://127.0.0.1:{port}/v1/realtime"
+    url = f"ws://127.0.0.1:{free_port()}/v1/realtime"
     with pytest.raises(RemoteRealtimeError, match=f"cannot connect to realtime remote {url}"):
         await RemoteRealtime.connect(url, timeout_s=2)
 
