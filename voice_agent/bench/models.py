@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from voice_agent.audio.pcm import resample
-from voice_agent.backbone.base import GenerationParams, TTSEngine
+from voice_agent.backbone.base import ASREngine, GenerationParams, TTSEngine
 from voice_agent.backbone.factory import load_asr, load_llm, load_tts
 from voice_agent.bench import llm_load
 from voice_agent.bench.figures import Figure
@@ -76,10 +76,11 @@ def bench_tts(name: str, tts: TTSEngine, voice: Voice, repeats: int) -> list[Fig
 
 def bench_asr(
     settings: Settings, store: ModelStore, speech: list[np.ndarray], repeats: int
-) -> list[Figure]:
+) -> tuple[list[Figure], ASREngine]:
     """Load, final transcript and real-time factor of one utterance at a time; and each call's
     time when two sessions' finals come at once (CTranslate2 runs them in parallel with as many
-    `num_workers` as the engine pool has threads, as the server loads it)."""
+    `num_workers` as the engine pool has threads, as the server loads it). Also the engine,
+    loaded as the server loads it, for the benchmarks after."""
     s = settings.engines.asr
     t = time.perf_counter()
     asr = load_asr(s, store, workers=settings.engines.executor.workers)
@@ -101,7 +102,7 @@ def bench_asr(
         for i in range(repeats):
             pair = (speech[i % len(speech)], speech[(i + 1) % len(speech)])
             both.samples += [r.final_ms for r in pool.map(lambda p: transcribe(asr, p), pair)]
-    return [load, final, rtf, alone, both]
+    return [load, final, rtf, alone, both], asr
 
 
 def bench_llm(
@@ -167,8 +168,8 @@ def run(settings: Settings, repeats: int = 20, progress: Progress = lambda _: No
     progress("ASR")
     rate = settings.audio.sample_rate
     speech = [resample(piper.synthesize(u, joe), piper.sample_rate, rate) for u in UTTERANCES]
-    figures += bench_asr(settings, store, speech, repeats)
-    asr = load_asr(settings.engines.asr, store)
+    asr_figures, asr = bench_asr(settings, store, speech, repeats)
+    figures += asr_figures
     beside = [lambda: transcribe(asr, speech[0]), lambda: piper.synthesize(CLAUSES[0], joe)]
     engine = settings.engines.llm.engine
     for m in store.catalog.models:
