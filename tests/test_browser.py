@@ -218,7 +218,8 @@ def test_a_spoken_question_gets_a_spoken_answer_in_the_browser(
     words = {w.strip(".,?!").lower() for e in finals for w in e["text"].split()}
     assert QUESTION_WORDS & words, finals
     metrics = next(e for e in events if e["type"] == "turn_metrics")
-    assert isinstance(metrics["voice_to_voice_ms"], int | float), metrics
+    walk = [(e["type"], e.get("turn"), e.get("state")) for e in events]
+    assert isinstance(metrics["voice_to_voice_ms"], int | float), (metrics, walk)
     assert 0 < metrics["voice_to_voice_ms"] < TURN_TIMEOUT_MS, metrics
     level = page.evaluate("window.voiceAgent.remoteLevelMax")
     assert level > -40, level

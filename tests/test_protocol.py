@@ -155,6 +155,25 @@ def test_a_turn_as_a_client_sees_it() -> None:
         assert t.at(2600, internal, text="x") == []
 
 
+def test_a_reply_that_starts_while_the_user_speaks_again_is_the_earlier_turns() -> None:
+    t = Timeline()
+    t.at(0, "turn_started", turn=1)
+    t.at(1200, "end_of_turn", turn=1, reason="finished question")
+    t.at(3000, "turn_started", turn=2)  # they speak again while the assistant is thinking
+    t.at(3100, "tts_chunk", text="Paris.")
+    assert t.at(3200, "bot_started_speaking")[-1]["turn"] == 1
+    assert t.at(3900, "bot_stopped_speaking")[0] == {
+        "type": "transcript",
+        "role": "assistant",
+        "text": "Paris.",
+        "final": True,
+        "turn": 1,
+    }
+    t.at(4500, "end_of_turn", turn=2, reason="finished turn")
+    t.at(4600, "tts_chunk", text="Yes.")
+    assert t.at(4700, "bot_started_speaking")[-1]["turn"] == 2
+
+
 def test_a_reply_that_was_never_heard_shows_nothing() -> None:
     t = Timeline()
     t.at(0, "turn_started", turn=1)

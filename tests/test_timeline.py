@@ -101,3 +101,38 @@ def test_events_before_any_turn_and_replies_never_played_record_nothing() -> Non
     spoken_turn(f, 1, 0, 1000)
     f.at(1300, "llm_first_token")
     assert f.at(1400, "playback_interrupted", played_ms=0, heard="") == []
+
+
+def test_a_reply_that_starts_while_the_user_speaks_the_next_turn_is_the_earlier_turns() -> None:
+    f = Feed()
+    spoken_turn(f, 1, 0, 1000)
+    f.at(1200, "transcript", role="user", text="what is the capital of France", final=True)
+    f.at(1500, "end_of_turn", turn=1, reason="finished question")
+    f.at(2200, "llm_first_token")
+    spoken_turn(f, 2, 3000, 4500)  # they speak again while the assistant is still thinking
+    f.at(3500, "first_clause", text="Paris.")
+    f.at(3700, "tts_first_chunk", text="Paris.", ms=600)
+    [(_, metrics)] = f.at(3800, "bot_started_speaking")
+    assert metrics["turn"] == 1 and metrics["reason"] == "finished question"
+    assert metrics["speech_ms"] == 1000.0 and metrics["endpoint_ms"] == 500.0
+    assert metrics["llm_first_token_ms"] == 1200.0 and metrics["voice_to_voice_ms"] == 2800.0
+    f.at(4200, "bot_stopped_speaking", played_ms=400)
+    f.at(4800, "end_of_turn", turn=2, reason="finished turn")
+    [(_, metrics)] = f.at(5600, "bot_started_speaking")
+    assert metrics["turn"] == 2 and metrics["speech_ms"] == 1500.0
+    assert metrics["endpoint_ms"] == 300.0 and metrics["voice_to_voice_ms"] == 1100.0
+
+
+def test_the_reply_to_a_turn_the_user_reopened_is_not_its_answer() -> None:
+    f = Feed()
+    spoken_turn(f, 1, 0, 1000)
+    f.at(1500, "end_of_turn", turn=1, reason="long silence after an unfinished turn")
+    f.at(1800, "user_started_speaking", onset_ms_ago=100)  # they go on after the turn ended
+    f.at(1800, "turn_reopened", turn=1)
+    assert f.at(1850, "bot_started_speaking") == []  # a reply already on its way, cut next
+    assert f.at(1860, "playback_interrupted", played_ms=10, heard="") == []
+    f.at(2660, "user_stopped_speaking", speech_end_ms_ago=160)
+    f.at(3000, "end_of_turn", turn=1, reason="finished turn")
+    [(_, metrics)] = f.at(3300, "bot_started_speaking")
+    assert metrics["reason"] == "finished turn" and metrics["endpoint_ms"] == 500.0
+    assert metrics["voice_to_voice_ms"] == 800.0

@@ -142,6 +142,8 @@ class WireEvents:
         self._turn = 0
         self._speaking = False
         self._reply_turn = 0
+        self._answering = 0
+        """The last turn that ended, until its reply starts: the turn a reply belongs to."""
         self._said: list[str] = []
 
     def translate(self, event: Event) -> Iterator[dict[str, Any]]:
@@ -160,6 +162,7 @@ class WireEvents:
         elif kind == "user_stopped_speaking":
             yield from self._set_state("speaking" if self._speaking else "listening")
         elif kind == "end_of_turn":
+            self._answering = self._turn
             if not self._speaking:
                 yield from self._set_state("thinking")
         elif kind == "tts_chunk":
@@ -167,7 +170,8 @@ class WireEvents:
             if self._speaking:
                 yield self._assistant(final=False)
         elif kind == "bot_started_speaking":
-            self._speaking, self._reply_turn = True, self._turn
+            self._speaking, self._reply_turn = True, self._answering or self._turn
+            self._answering = 0
             yield from self._set_state("speaking")
             if self._said:
                 yield self._assistant(final=False)

@@ -12,7 +12,9 @@ It answers with two events of its own:
 - `turn_record`, when the reply has ended: the whole timeline, for the JSONL log.
 
 A turn the user goes on with (they paused, then spoke again) starts its stage marks over: what
-was done for the shorter turn (a preemptive reply) was thrown away.
+was done for the shorter turn (a preemptive reply) was thrown away. A reply belongs to the last
+turn that ended, not to the one in progress: a user who starts the next turn while the assistant
+is still thinking hears the reply to the turn before.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ STAGES = ("endpoint", "asr", "llm_first_token", "first_clause", "tts_first_chunk
 """The moments of a turn, in the order they usually come; each is reported as `<stage>_ms`."""
 
 _MARK_OF_EVENT = {
-    "end_of_turn": "endpoint",
     "llm_first_token": "llm_first_token",
     "first_clause": "first_clause",
     "tts_first_chunk": "tts_first_chunk",
@@ -39,6 +40,7 @@ class _Turn:
     speech_end_ns: int | None = None
     reason: str = ""
     marks: dict[str, int] = field(default_factory=dict)
+    ended: bool = False
     reported: bool = False
 
     def since_speech_end(self) -> dict[str, float | None]:
@@ -62,6 +64,8 @@ class TurnTimeline:
         self.session = session
         self._turn: _Turn | None = None
         """The user's turn being taken (or just taken)."""
+        self._answering: _Turn | None = None
+        """The last turn that ended, until its reply starts playing."""
         self._reply: _Turn | None = None
         """The turn whose reply is playing."""
         self._onset_ns: int | None = None
@@ -77,29 +81,44 @@ class TurnTimeline:
             if turn is None or turn.turn != number or kind == "turn_started":
                 self._turn = turn = _Turn(number, speech_start_ns=self._onset_ns)
             turn.marks.clear()  # a turn that goes on: what was done for it so far is moot
-            turn.reported = False
+            turn.reason, turn.ended, turn.reported = "", False, False
+            if self._answering is turn:
+                self._answering = None
         elif turn is None:
             pass
         elif kind == "user_started_speaking":
-            if not turn.reported:  # they go on (the turn-taking will say resumed or reopened)
+            if not turn.ended:  # they go on (the turn-taking will say resumed)
                 turn.marks.clear()
         elif kind == "user_stopped_speaking":
             turn.speech_end_ns = t_ns - int(data.get("speech_end_ms_ago", 0)) * 1_000_000
         elif kind == "transcript" and data.get("role") == "user" and data.get("final"):
             turn.marks.setdefault("asr", t_ns)
-        elif kind == "preemption_cancelled":
+        elif kind == "end_of_turn":
+            turn.marks.setdefault("endpoint", t_ns)
+            turn.reason, turn.ended = str(data.get("reason", "")), True
+            self._answering = turn
+        else:
+            return self._reply_event(kind, data, t_ns)
+        return []
+
+    def _reply_event(
+        self, kind: str, data: dict[str, Any], t_ns: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """An event of the reply in the making: it is for the turn that ended last, or, before
+        that turn has ended (a preemptive reply), for the turn in progress."""
+        answering = self._answering or self._turn
+        if kind == "preemption_cancelled" and self._turn is not None:
             for stage in ("llm_first_token", "first_clause", "tts_first_chunk"):
-                turn.marks.pop(stage, None)
-        elif kind in _MARK_OF_EVENT:
-            turn.marks.setdefault(_MARK_OF_EVENT[kind], t_ns)
-            if kind == "end_of_turn":
-                turn.reason = str(data.get("reason", ""))
-        elif kind == "bot_started_speaking" and not turn.reported:
+                self._turn.marks.pop(stage, None)
+        elif kind in _MARK_OF_EVENT and answering is not None:
+            answering.marks.setdefault(_MARK_OF_EVENT[kind], t_ns)
+        elif kind == "bot_started_speaking" and self._answering is not None:
+            turn, self._answering = self._answering, None
             turn.marks.setdefault("voice_to_voice", t_ns)
             turn.reported = True
             self._reply = turn
             return [("turn_metrics", self._metrics(turn))]
-        if kind in ("bot_stopped_speaking", "playback_interrupted") and self._reply is not None:
+        elif kind in ("bot_stopped_speaking", "playback_interrupted") and self._reply is not None:
             reply, self._reply = self._reply, None
             interrupted = kind == "playback_interrupted"
             return [("turn_record", self._record(reply, interrupted, data.get("played_ms")))]
