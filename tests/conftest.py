@@ -11,9 +11,9 @@ import pytest
 from tests.servers import MakeServer, fake_engines, make_settings
 from voice_agent.backbone.base import ASREngine, TTSEngine
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.modelfiles import ModelStore
 from voice_agent.server import Server
-from voice_agent.session import Engines
 
 
 @pytest.fixture(scope="session")
@@ -28,14 +28,14 @@ def store(app_settings: Settings) -> ModelStore:
 
 @pytest.fixture(scope="session")
 def piper(app_settings: Settings, store: ModelStore) -> TTSEngine:
-    from voice_agent.backbone.factory import load_tts
+    from voice_agent.engines import load_tts
 
     return load_tts("piper", app_settings.engines.tts, store)
 
 
 @pytest.fixture(scope="session")
 def asr(app_settings: Settings, store: ModelStore) -> ASREngine:
-    from voice_agent.backbone.factory import load_asr
+    from voice_agent.engines import load_asr
 
     return load_asr(app_settings.engines.asr, store)
 
@@ -63,7 +63,7 @@ async def make_server(store: ModelStore) -> AsyncIterator[MakeServer]:
 @pytest.fixture(scope="session")
 def real_engines() -> Iterator[Engines]:
     """The real models, loaded once for every slow test that serves them (Piper speaks)."""
-    from voice_agent.backbone.factory import load_engines
+    from voice_agent.engines import load_engines
 
     engines = load_engines(make_settings(), tts=("piper",))
     yield engines

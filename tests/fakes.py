@@ -14,6 +14,7 @@ import numpy as np
 
 from voice_agent.backbone.base import GenerationParams
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.events import Event
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import (
@@ -26,7 +27,6 @@ from voice_agent.frames import (
     UserStoppedSpeakingFrame,
 )
 from voice_agent.persona import Persona, Voice
-from voice_agent.session import Engines
 
 RATE = 16000
 MS_PER_WORD = 100

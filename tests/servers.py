@@ -16,10 +16,10 @@ from typing import Any
 from tests.fakes import FakeASR, FakeLLM, FakeTTS
 from voice_agent.audio.vad import vad_factory
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
 from voice_agent.server import Server
-from voice_agent.session import Engines
 
 MakeServer = Callable[..., Awaitable[Server]]
 

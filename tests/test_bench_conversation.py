@@ -13,9 +13,9 @@ from tests.servers import MakeServer, make_settings, ws_url
 from voice_agent.audio.vad import vad_factory
 from voice_agent.bench import capacity, conversation
 from voice_agent.bench.figures import Figure, NoPlot, table
+from voice_agent.engines import Engines
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
-from voice_agent.session import Engines
 
 pytestmark = pytest.mark.slow  # real time: a few turns of simulated conversation
 

@@ -25,12 +25,13 @@ from voice_agent.audio.vad import vad_factory
 from voice_agent.backbone.base import ASREngine, TTSEngine
 from voice_agent.bench.room import Room
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.events import Event
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
 from voice_agent.persona import Persona
 from voice_agent.pipeline import Stage
-from voice_agent.session import Engines, Session
+from voice_agent.session import Session
 
 pytestmark = pytest.mark.slow
 

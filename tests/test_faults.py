@@ -17,12 +17,12 @@ from voice_agent.audio.vad import vad_factory
 from voice_agent.backbone.base import GenerationParams
 from voice_agent.backbone.stages import ASRStage
 from voice_agent.bench.caller import PcmCaller
+from voice_agent.engines import Engines
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import InputAudioFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame
 from voice_agent.modelfiles import ModelStore
 from voice_agent.persona import Persona
 from voice_agent.pipeline import Pipeline
-from voice_agent.session import Engines
 
 QUESTION = "What is the capital of France?"
 APOLOGY = Persona.model_fields["apology"].default

@@ -21,10 +21,10 @@ from voice_agent.audio.vad import vad_factory
 from voice_agent.backbone.base import GenerationParams
 from voice_agent.backbone.llm_llama_server import LlamaServerLLM, SlotMap
 from voice_agent.bench.caller import PcmCaller
+from voice_agent.engines import Engines
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
 from voice_agent.persona import Persona
-from voice_agent.session import Engines
 
 APOLOGY = Persona.model_fields["apology"].default
 HEAD = [{"role": "system", "content": "You are a friendly concierge. Answer in one sentence."}]

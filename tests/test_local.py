@@ -23,11 +23,12 @@ import pytest
 from tests.fakes import FakeASR, FakeLLM, FakeTTS, persona, settings
 from voice_agent.audio.vad import VadEvent
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.events import Event
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import PCM, Frame, InputAudioFrame
 from voice_agent.pipeline import Pipeline
-from voice_agent.session import Engines, Session
+from voice_agent.session import Session
 from voice_agent.talk import TranscriptPrinter, talk
 from voice_agent.transports import local
 from voice_agent.transports.local import (
@@ -756,7 +757,7 @@ def no_engine_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("engines were loaded")
 
-    monkeypatch.setattr("voice_agent.backbone.factory.load_engines", refuse)
+    monkeypatch.setattr("voice_agent.engines.load_engines", refuse)
 
 
 @pytest.mark.usefixtures("no_engine_loading")

@@ -86,7 +86,7 @@ _GENERATE = """
 import json, sys
 from voice_agent import nativecode
 from voice_agent.backbone.base import GenerationParams
-from voice_agent.backbone.factory import load_llm
+from voice_agent.engines import load_llm
 from voice_agent.config import Settings
 from voice_agent.modelfiles import ModelStore
 

@@ -24,9 +24,9 @@ from tests.servers import MakeServer, fake_engines, make_settings, ws_url
 from tests.speech import silence_16k, speech_16k
 from voice_agent.audio.pcm import resample
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.modelfiles import ModelStore
 from voice_agent.server import Server
-from voice_agent.session import Engines
 
 QUESTION = "What is the capital of France?"
 LONG = "One two three four five six seven eight nine ten eleven twelve thirteen fourteen."

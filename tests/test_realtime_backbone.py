@@ -26,6 +26,7 @@ from voice_agent.backbone.realtime_client import (
 from voice_agent.backbone.realtime_stages import RemoteAudioStage, RemoteReplyStage
 from voice_agent.bench.caller import WebRTCCaller
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.frames import (
     DiscardTurnFrame,
     ErrorFrame,
@@ -45,7 +46,6 @@ from voice_agent.frames import (
 from voice_agent.modelfiles import ModelStore
 from voice_agent.pipeline import UP, Pipeline
 from voice_agent.server import Server as VoiceServer
-from voice_agent.session import Engines
 from voice_agent.tasks import TaskOwner
 
 DELTA_SAMPLES = 2400  # 100 ms at 24 kHz

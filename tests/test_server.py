@@ -26,10 +26,10 @@ from tests.speech import silence_16k, speech_16k
 from voice_agent.audio.pcm import dbfs, resample
 from voice_agent.bench.caller import PcmCaller, WebRTCCaller
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
 from voice_agent.server import Server, ServerError
-from voice_agent.session import Engines
 
 QUESTION = "What is the capital of France?"
 

@@ -216,7 +216,7 @@ def _personas(args: argparse.Namespace, settings: Settings) -> int:
 
 def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
     from voice_agent.audio.files import read_audio, read_stdin
-    from voice_agent.backbone.factory import load_asr
+    from voice_agent.engines import load_asr
     from voice_agent.modes import transcribe
 
     rate = settings.audio.sample_rate
@@ -248,7 +248,7 @@ def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
 
 def _speak(args: argparse.Namespace, settings: Settings) -> int:
     from voice_agent.audio.files import wav_bytes, write_wav
-    from voice_agent.backbone.factory import load_tts
+    from voice_agent.engines import load_tts
     from voice_agent.modes import parse_voice, speak
 
     text = sys.stdin.read() if args.text == "-" else args.text

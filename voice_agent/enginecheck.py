@@ -68,7 +68,7 @@ def _noise(seconds: float, rate: int = 16000) -> np.ndarray[Any, np.dtype[np.int
 
 
 def _check_asr(settings: Settings) -> str:
-    from voice_agent.backbone.factory import load_asr
+    from voice_agent.engines import load_asr
 
     stream = load_asr(settings.engines.asr, _store(settings)).stream()
     stream.accept(_noise(1.0))
@@ -77,7 +77,7 @@ def _check_asr(settings: Settings) -> str:
 
 def _check_llm(settings: Settings) -> str:
     from voice_agent.backbone.base import GenerationParams
-    from voice_agent.backbone.factory import load_llm
+    from voice_agent.engines import load_llm
 
     engine = load_llm(settings.engines.llm, _store(settings))
     try:
@@ -93,7 +93,7 @@ def _check_llm(settings: Settings) -> str:
 
 
 def _check_tts(settings: Settings) -> str:
-    from voice_agent.backbone.factory import load_tts
+    from voice_agent.engines import load_tts
     from voice_agent.persona import Voice
 
     tts = load_tts("piper", settings.engines.tts, _store(settings))

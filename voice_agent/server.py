@@ -45,9 +45,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voice_agent.admission import session_limit
-from voice_agent.backbone.realtime_client import RemoteRealtime, RemoteRealtimeError
-from voice_agent.backbone.realtime_stages import connect_backbone
+from voice_agent.backbone.backbone import Backbone
+from voice_agent.backbone.realtime_client import RemoteRealtimeError
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.events import Subscription
 from voice_agent.looplag import LoopLag
 from voice_agent.metrics import ServerMetrics, TurnLog
@@ -65,7 +66,7 @@ from voice_agent.protocol import (
     usable_candidates,
 )
 from voice_agent.realtime.conversation import RealtimeConversation
-from voice_agent.session import Engines, Session
+from voice_agent.session import Session
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.base import SendJson, Transport, is_loopback
 from voice_agent.transports.pcm import PcmTransport
@@ -497,9 +498,14 @@ class Server(TaskOwner):
         """Run one session until it ends, the socket closes or the peer is gone; `hello`
         greets the client once the session has started."""
         try:
-            remote = await self._backbone(persona)
-            session = Session(self.settings, persona, transport, self.engines, remote=remote)
+            backbone = await self._backbone(persona)
         except BaseException:
+            await transport.close()
+            raise
+        try:
+            session = Session(self.settings, persona, transport, self.engines, backbone=backbone)
+        except BaseException:
+            await backbone.aclose()
             await transport.close()
             raise
         who = {"id": persona.id, "name": persona.name}
@@ -530,12 +536,11 @@ class Server(TaskOwner):
                 await observer
         await close_within(ws)
 
-    async def _backbone(self, persona: Persona) -> RemoteRealtime | None:
-        """The remote realtime service a session speaks through, if that is the backbone."""
-        if self.settings.engines.backbone != "realtime":
-            return None
+    async def _backbone(self, persona: Persona) -> Backbone:
+        """What a session with `persona` speaks through; a remote one that cannot be reached is
+        the client's `backbone_unavailable` error."""
         try:
-            return await connect_backbone(self.settings, persona)
+            return await self.engines.backbone(self.settings, persona)
         except RemoteRealtimeError as exc:
             message = redact(str(exc))
             log.warning("%s", message)
@@ -619,8 +624,8 @@ class Server(TaskOwner):
 
 async def run_server(settings: Settings) -> None:
     """`voice-agent serve`: load the engines, serve until SIGINT or SIGTERM, shut down."""
-    from voice_agent.backbone.factory import load_engines
     from voice_agent.enginecheck import ensure_engines_run
+    from voice_agent.engines import load_engines
 
     check_binding(settings)
     personas = PersonaStore(settings.personas.dirs)

@@ -13,21 +13,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from voice_agent.audio.playback import PlaybackStage
-from voice_agent.audio.vad import VADStage, VoiceActivity
-from voice_agent.backbone.base import ASREngine, GenerationParams, LLMEngine, TTSEngine
-from voice_agent.backbone.realtime_client import RemoteRealtime
-from voice_agent.backbone.realtime_stages import RemoteAudioStage, RemoteReplyStage
+from voice_agent.audio.vad import VADStage
+from voice_agent.backbone.backbone import Backbone, Conversation
 from voice_agent.backbone.stages import ASRStage, LLMStage, TTSStage
-from voice_agent.backbone.text import normalize_for_speech
 from voice_agent.config import Settings
+from voice_agent.engines import Engines
 from voice_agent.events import Event, EventBus, Subscription
-from voice_agent.executor import EngineExecutor
 from voice_agent.frames import EndFrame, ErrorFrame, Frame
 from voice_agent.history import History
 from voice_agent.persona import Persona
@@ -35,7 +32,7 @@ from voice_agent.pipeline import Pipeline, Stage
 from voice_agent.tasks import TaskOwner
 from voice_agent.timeline import TurnTimeline
 from voice_agent.transports.base import Transport
-from voice_agent.turns import TurnModel, TurnPolicy, TurnStage
+from voice_agent.turns import TurnPolicy, TurnStage
 
 log = logging.getLogger(__name__)
 _session_ids = itertools.count(1)
@@ -43,46 +40,6 @@ _session_ids = itertools.count(1)
 PREROLL_MARGIN_MS = 200
 """Audio the ASR gets from before the VAD's speech onset, beyond `start_ms`: the onset is found
 a window late, and soft first sounds are below the VAD's threshold."""
-
-
-@dataclass(slots=True)
-class Engines:
-    """The engines sessions share, and the pool they run in."""
-
-    asr: ASREngine
-    llm: LLMEngine | None
-    """None when a remote realtime service is the backbone (it thinks and speaks)."""
-    tts: Mapping[str, TTSEngine]
-    """By engine name ("piper", "kokoro"): a persona's voice picks one."""
-    executor: EngineExecutor
-    vad: Callable[[], VoiceActivity] | None = None
-    """A fresh voice activity detector for each session; None when the transport reports speech
-    start and stop itself."""
-    turn_model: TurnModel | None = None
-    """The end-of-turn model (Smart Turn); None ends turns on silence alone."""
-
-    def close(self) -> None:
-        """Release the engines' threads and models (at shutdown; sessions must have ended)."""
-        for engine in (self.asr, self.llm, *self.tts.values()):  # (None has no close)
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
-        self.executor.shutdown()
-
-    def health(self) -> dict[str, Any]:
-        """The state of engines that run apart and can fail on their own (the LLM server)."""
-        health = getattr(self.llm, "health", None)
-        return {"llm": health()} if health is not None else {}
-
-    def tts_for(self, persona: Persona) -> TTSEngine:
-        engine = self.tts.get(persona.voice.engine)
-        if engine is None:
-            raise ValueError(
-                f"persona {persona.id} speaks with {persona.voice.engine}, which is not loaded "
-                f"(loaded: {', '.join(self.tts) or 'none'}); "
-                f"install it with: pip install 'voice-agent[{persona.voice.engine}]'"
-            )
-        return engine
 
 
 class Session(TaskOwner):
@@ -97,7 +54,7 @@ class Session(TaskOwner):
         *,
         input_stages: Sequence[Stage] = (),
         session_id: str | None = None,
-        remote: RemoteRealtime | None = None,
+        backbone: Backbone | None = None,
     ) -> None:
         super().__init__(session_id or f"s{next(_session_ids)}")
         self.settings = settings
@@ -115,51 +72,35 @@ class Session(TaskOwner):
         self.lane = engines.executor.lane(self.name)
         """This session's queue for engine calls: sessions are served in turn, not first come."""
         self._turn_changes: dict[str, Any] = {}
-        s, e = self.settings, self.engines
-        llm = s.engines.llm
-        params = GenerationParams(
-            llm.max_tokens, llm.temperature, llm.top_p, llm.repeat_penalty, conversation=self.name
-        )
-        self._vad = VADStage(e.vad(), s.audio.sample_rate) if e.vad is not None else None
+        s, vad = self.settings, engines.vad
+        self._vad = VADStage(vad(), s.audio.sample_rate) if vad is not None else None
         self._turns = TurnStage(
             TurnPolicy.of(s, persona),
             self.lane,
-            e.turn_model if s.turns.smart_turn else None,
+            engines.turn_model if s.turns.smart_turn else None,
             s.audio.sample_rate,
         )
         preroll_ms = s.vad.start_ms + PREROLL_MARGIN_MS
-        self._llm: LLMStage | None = None
-        self._tts: TTSStage | None = None
-        backbone: list[Stage]
-        if remote is not None:  # the remote service hears the turns and speaks the replies
-            backbone = [RemoteReplyStage(remote, s.engines.realtime.timeout_s)]
-        elif e.llm is None:
-            raise ValueError("no LLM is loaded, and no realtime backbone is given")
-        else:
-            self._llm = LLMStage(
-                e.llm, self.lane, persona, params, llm.context_tokens, self.history
-            )
-            self._tts = TTSStage(
-                e.tts_for(persona),
-                self.lane,
-                persona,
-                s.engines.tts.first_clause_max_chars,
-                normalize_for_speech,
-            )
-            backbone = [self._llm, self._tts]
+        self.backbone = backbone or engines.local_backbone(s)
+        """What answers the turns: the local LLM and TTS, or a remote realtime service."""
+        parts = self.backbone.stages(
+            Conversation(self.name, self.lane, self.history, persona, preroll_ms)
+        )
+        self._llm = next((x for x in parts.reply if isinstance(x, LLMStage)), None)
+        self._tts = next((x for x in parts.reply if isinstance(x, TTSStage)), None)
         stages: list[Stage] = [
             *self._input_stages,
             *([self._vad] if self._vad is not None else []),
-            *([RemoteAudioStage(remote, preroll_ms)] if remote is not None else []),
+            *parts.listen,
             ASRStage(
-                e.asr,
+                engines.asr,
                 self.lane,
                 s.engines.asr.partial_interval_ms,
                 preroll_ms=preroll_ms,
                 max_stretch_ms=round(1000 * s.audio.max_turn_s),
             ),
             self._turns,
-            *backbone,
+            *parts.reply,
             PlaybackStage(self.transport.sink, s.audio.output_frame_ms),
         ]
         self.pipeline = Pipeline(stages, on_upstream=self._upstream, events=self._event)
@@ -278,6 +219,7 @@ class Session(TaskOwner):
         self._closed = True
         try:
             await self.pipeline.stop()
+            await self.backbone.aclose()
         finally:
             self.bus.publish(Event("session_ended", {"session": self.id}))
             self.bus.close()

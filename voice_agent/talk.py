@@ -16,14 +16,14 @@ from typing import Any, TextIO
 
 from voice_agent.audio.echo import EchoCanceller
 from voice_agent.backbone.realtime_client import RemoteRealtimeError
-from voice_agent.backbone.realtime_stages import connect_backbone
 from voice_agent.config import Settings
 from voice_agent.enginecheck import EngineCheckFailed, ensure_engines_run
+from voice_agent.engines import Engines
 from voice_agent.events import Event, Subscription
 from voice_agent.modelfiles import ModelError
 from voice_agent.persona import Persona, PersonaStore
 from voice_agent.protocol import WireEvents
-from voice_agent.session import Engines, Session
+from voice_agent.session import Session
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.local import (
     DeviceError,
@@ -116,11 +116,11 @@ async def _converse(
         f"{'on' if canceller else 'off'}); Ctrl-C to stop\n"
     )
     owner = TaskOwner("talk")
-    remote = None
-    if settings.engines.backbone == "realtime":
-        remote = await connect_backbone(settings, persona)  # a RemoteRealtimeError says why not
+    backbone = await engines.backbone(settings, persona)  # a RemoteRealtimeError says why not
     try:
-        session = Session(settings, persona, transport, engines, input_stages=stages, remote=remote)
+        session = Session(
+            settings, persona, transport, engines, input_stages=stages, backbone=backbone
+        )
         async with session:
             shown = owner.create_task(printer.follow(session.events()), "transcript")
             with _on_sigint(session.close):
@@ -128,6 +128,7 @@ async def _converse(
         await asyncio.wait({shown}, timeout=1.0)  # the last events, up to session_ended
     finally:
         await owner.cancel_tasks()
+        await backbone.aclose()  # (the session has closed it, unless it never started)
     if printer.fatal is not None:
         return 1
     if transport.lost:
@@ -166,7 +167,7 @@ def talk(
                     "'voice-agent[local]', or --set audio.echo_cancellation=false"
                 ) from None
         if engines is None:
-            from voice_agent.backbone.factory import load_engines
+            from voice_agent.engines import load_engines
 
             err.write("voice-agent talk: loading the models…\n")
             ensure_engines_run(settings)

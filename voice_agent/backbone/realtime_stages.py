@@ -12,7 +12,8 @@ stay in charge:
   transcript, so an interruption cancels it between two events; it then cancels the remote
   response and truncates (or deletes) the assistant item at what playback says was heard. It
   owns the connection: its `cleanup` closes it, and a connection lost ends the session.
-- `connect_backbone` opens the connection a session's settings and persona ask for.
+- `RemoteBackbone` opens the connection a session's settings and persona ask for, and gives
+  the session these two stages.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voice_agent.audio.pcm import Preroll
+from voice_agent.backbone.backbone import BackboneStages, Conversation
 from voice_agent.backbone.realtime_client import (
     AUDIO_DELTA,
     INPUT_RATE,
@@ -62,23 +64,43 @@ from voice_agent.pipeline import UP, Stage
 log = logging.getLogger(__name__)
 
 
-async def connect_backbone(settings: Settings, persona: Persona) -> RemoteRealtime:
-    """The remote `engines.realtime` names, set up to speak as `persona` (its prompt and
-    manners; its voice unless `engines.realtime.voice` names one of the remote's)."""
-    cfg = settings.engines.realtime
-    if cfg.url is None:
-        raise RemoteRealtimeError(
-            "engines.backbone is realtime but engines.realtime.url is not set "
-            "(VOICE_AGENT_ENGINES__REALTIME__URL=wss://.../v1/realtime)"
+class RemoteBackbone:
+    """A remote service as one session's backbone: its connection, opened for that session."""
+
+    def __init__(self, conn: RemoteRealtime, timeout_s: float) -> None:
+        self.conn = conn
+        self.timeout_s = timeout_s
+
+    @classmethod
+    async def connect(cls, settings: Settings, persona: Persona) -> RemoteBackbone:
+        """The remote `engines.realtime` names, set up to speak as `persona` (its prompt and
+        manners; its voice unless `engines.realtime.voice` names one of the remote's).
+        `RemoteRealtimeError` says why not."""
+        cfg = settings.engines.realtime
+        if cfg.url is None:
+            raise RemoteRealtimeError(
+                "engines.backbone is realtime but engines.realtime.url is not set "
+                "(VOICE_AGENT_ENGINES__REALTIME__URL=wss://.../v1/realtime)"
+            )
+        conn = await RemoteRealtime.connect(
+            cfg.url,
+            api_key=os.environ.get(cfg.api_key_env) or None,
+            model=cfg.model,
+            instructions=system_prompt(persona),
+            voice=cfg.voice,
+            timeout_s=cfg.timeout_s,
         )
-    return await RemoteRealtime.connect(
-        cfg.url,
-        api_key=os.environ.get(cfg.api_key_env) or None,
-        model=cfg.model,
-        instructions=system_prompt(persona),
-        voice=cfg.voice,
-        timeout_s=cfg.timeout_s,
-    )
+        return cls(conn, cfg.timeout_s)
+
+    def stages(self, conversation: Conversation) -> BackboneStages:
+        return BackboneStages(
+            listen=[RemoteAudioStage(self.conn, conversation.preroll_ms)],
+            reply=[RemoteReplyStage(self.conn, self.timeout_s)],
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection (for a backbone whose stages never ran; safe to call twice)."""
+        await self.conn.close()
 
 
 class RemoteAudioStage(Stage):

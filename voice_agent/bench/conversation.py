@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from voice_agent.audio.pcm import dbfs
-from voice_agent.backbone.factory import load_tts
 from voice_agent.bench.caller import Caller, PcmCaller, RealtimeCaller, Said, WebRTCCaller
 from voice_agent.bench.figures import Figure, NoPlot, pyplot
 from voice_agent.bench.script import (
@@ -52,6 +51,7 @@ from voice_agent.bench.script import (
     trimmed,
 )
 from voice_agent.config import Settings
+from voice_agent.engines import load_tts
 from voice_agent.looplag import LoopLag
 from voice_agent.modelfiles import ModelStore
 from voice_agent.tasks import TaskOwner

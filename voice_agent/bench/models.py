@@ -20,10 +20,10 @@ import numpy as np
 
 from voice_agent.audio.pcm import resample
 from voice_agent.backbone.base import ASREngine, GenerationParams, TTSEngine
-from voice_agent.backbone.factory import load_asr, load_llm, load_tts
 from voice_agent.bench import llm_load
 from voice_agent.bench.figures import Figure
 from voice_agent.config import Settings
+from voice_agent.engines import load_asr, load_llm, load_tts
 from voice_agent.history import History
 from voice_agent.modelfiles import ModelStore, installed
 from voice_agent.modes import transcribe

@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 
 from voice_agent.audio.pcm import dbfs
-from voice_agent.backbone.factory import load_engines
 from voice_agent.bench.figures import Figure
 from voice_agent.bench.room import Room
 from voice_agent.bench.script import (
@@ -41,9 +40,10 @@ from voice_agent.bench.script import (
     trimmed,
 )
 from voice_agent.config import Settings
+from voice_agent.engines import Engines, load_engines
 from voice_agent.frames import PCM
 from voice_agent.persona import Persona, PersonaStore, Voice
-from voice_agent.session import Engines, Session
+from voice_agent.session import Session
 from voice_agent.tasks import TaskOwner
 
 Progress = Callable[[str], None]

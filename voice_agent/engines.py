@@ -1,8 +1,10 @@
-"""Engines from settings: which class, which model file, which knobs.
+"""The engines a server loads once and its sessions share, and what a session speaks through.
 
-Each `load_*` imports its engine's module only when that engine is chosen, so an optional
-runtime (transformers, Kokoro's voices) costs nothing unless it is used, and a missing one is
-reported with the extra to install.
+`load_engines` reads the settings: which class, which model file, which knobs. Each `load_*`
+imports its engine's module only when that engine is chosen, so an optional runtime
+(transformers, Kokoro's voices) costs nothing unless it is used, and a missing one is reported
+with the extra to install. `Engines.backbone` gives each session its backbone: the local LLM and
+TTS, or a connection to the remote realtime service when that is what the settings chose.
 """
 
 from __future__ import annotations
@@ -10,19 +12,80 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from voice_agent.audio.smart_turn import load_smart_turn
-from voice_agent.audio.vad import vad_factory
+from voice_agent.audio.vad import VoiceActivity, vad_factory
+from voice_agent.backbone.backbone import Backbone, LocalBackbone
 from voice_agent.backbone.base import ASREngine, LLMEngine, TTSEngine
 from voice_agent.config import ASRSettings, EngineSettings, LLMSettings, Settings, TTSSettings
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore, default_cache_dir
-from voice_agent.session import Engines
+from voice_agent.persona import Persona
+from voice_agent.turns import TurnModel
 
 log = logging.getLogger(__name__)
 
 TTS_ENGINES = ("piper", "kokoro")
+
+
+@dataclass(slots=True)
+class Engines:
+    """The engines sessions share, and the pool they run in."""
+
+    asr: ASREngine
+    llm: LLMEngine | None
+    """None when a remote realtime service is the backbone (it thinks and speaks)."""
+    tts: Mapping[str, TTSEngine]
+    """By engine name ("piper", "kokoro"): a persona's voice picks one."""
+    executor: EngineExecutor
+    vad: Callable[[], VoiceActivity] | None = None
+    """A fresh voice activity detector for each session; None when the transport reports speech
+    start and stop itself."""
+    turn_model: TurnModel | None = None
+    """The end-of-turn model (Smart Turn); None ends turns on silence alone."""
+
+    def close(self) -> None:
+        """Release the engines' threads and models (at shutdown; sessions must have ended)."""
+        for engine in (self.asr, self.llm, *self.tts.values()):  # (None has no close)
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+        self.executor.shutdown()
+
+    def health(self) -> dict[str, Any]:
+        """The state of engines that run apart and can fail on their own (the LLM server)."""
+        health = getattr(self.llm, "health", None)
+        return {"llm": health()} if health is not None else {}
+
+    def tts_for(self, persona: Persona) -> TTSEngine:
+        engine = self.tts.get(persona.voice.engine)
+        if engine is None:
+            raise ValueError(
+                f"persona {persona.id} speaks with {persona.voice.engine}, which is not loaded "
+                f"(loaded: {', '.join(self.tts) or 'none'}); "
+                f"install it with: pip install 'voice-agent[{persona.voice.engine}]'"
+            )
+        return engine
+
+    async def backbone(self, settings: Settings, persona: Persona) -> Backbone:
+        """What a session with `persona` speaks through: a connection to the remote realtime
+        service when the settings' backbone is one (`RemoteRealtimeError` says why it could not
+        be opened), else the local LLM and TTS."""
+        if settings.engines.backbone == "realtime":
+            from voice_agent.backbone.realtime_stages import RemoteBackbone
+
+            return await RemoteBackbone.connect(settings, persona)
+        return self.local_backbone(settings)
+
+    def local_backbone(self, settings: Settings) -> LocalBackbone:
+        """The local LLM and TTS (ValueError if no LLM is loaded)."""
+        if self.llm is None:
+            raise ValueError("no LLM is loaded, and no realtime backbone is given")
+        return LocalBackbone(self.llm, self.tts_for, settings)
 
 
 def _timed(what: str, started: float) -> None:

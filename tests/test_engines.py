@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voice_agent.backbone.factory import load_engines, load_tts
 from voice_agent.config import Settings
+from voice_agent.engines import load_engines, load_tts
 from voice_agent.modelfiles import ModelStore
 from voice_agent.persona import Persona
 
