@@ -28,6 +28,7 @@ from voice_agent.events import Event
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import PCM, Frame, InputAudioFrame
 from voice_agent.pipeline import Pipeline
+from voice_agent.protocol import WireEvents
 from voice_agent.session import Session
 from voice_agent.talk import TranscriptPrinter, talk
 from voice_agent.transports import local
@@ -714,9 +715,15 @@ class Tty(io.StringIO):
         return True
 
 
+def show(p: TranscriptPrinter, wire: WireEvents, kind: str, data: dict[str, Any]) -> None:
+    """What the session would send the printer for one of its events."""
+    for message in wire.translate(Event(kind, data)):
+        p.show(message)
+
+
 def test_the_printer_shows_partials_in_place_and_replies_as_heard() -> None:
     out, err = Tty(), io.StringIO()
-    p = TranscriptPrinter(out, err, live=True)
+    p, wire = TranscriptPrinter(out, err, live=True), WireEvents()
     for kind, data in [
         ("transcript", {"role": "user", "text": "what", "final": False}),
         ("transcript", {"role": "user", "text": "what time", "final": False}),
@@ -732,7 +739,7 @@ def test_the_printer_shows_partials_in_place_and_replies_as_heard() -> None:
         ("playback_interrupted", {"heard": "Once upon", "played_ms": 500}),
         ("error", {"source": "llm", "message": "model fell over", "fatal": False}),
     ]:
-        p.show(Event(kind, data))
+        show(p, wire, kind, data)
     assert out.getvalue() == (
         "\r\033[Kyou: what…\r\033[Kyou: what time…\r\033[Kyou: what time is it\n"
         "assistant: It is noon. Have lunch.\n"
@@ -740,15 +747,15 @@ def test_the_printer_shows_partials_in_place_and_replies_as_heard() -> None:
     )
     assert err.getvalue() == "error: model fell over\n"
     assert p.fatal is None
-    p.show(Event("error", {"source": "transport", "message": "gone", "fatal": True}))
+    show(p, wire, "error", {"source": "transport", "message": "gone", "fatal": True})
     assert p.fatal == "gone"
 
 
 def test_the_printer_shows_only_finals_when_not_on_a_terminal() -> None:
     out = io.StringIO()
-    p = TranscriptPrinter(out, io.StringIO(), live=False)
-    p.show(Event("transcript", {"role": "user", "text": "hel", "final": False}))
-    p.show(Event("transcript", {"role": "user", "text": "hello", "final": True}))
+    p, wire = TranscriptPrinter(out, io.StringIO(), live=False), WireEvents()
+    show(p, wire, "transcript", {"role": "user", "text": "hel", "final": False})
+    show(p, wire, "transcript", {"role": "user", "text": "hello", "final": True})
     assert out.getvalue() == "you: hello\n"
 
 

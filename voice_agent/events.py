@@ -1,6 +1,7 @@
 """A session's event stream: what the UI, the transports and metrics consume.
 
-Events are small JSON-ready records with a monotonic timestamp. `EventBus.subscribe` gives each
+Events are small JSON-ready records with a monotonic timestamp; those of type `CLIENT_MESSAGE`
+carry what a client of the session is sent. `EventBus.subscribe` gives each
 consumer its own bounded queue; a consumer that falls behind loses its oldest events (and is
 told how many), never slows the session down.
 """
@@ -23,6 +24,12 @@ class Event:
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "t_ms": self.t_ns / 1e6, **self.data}
 
+
+CLIENT_MESSAGE = "client_message"
+"""The type of an event whose data is a message for the session's client (the wire protocol's
+`state`, `transcript`, `turn_metrics`, `error`...): the session translates each event once
+(`voice_agent.protocol.WireEvents`) and publishes what it makes beside it, for the transport,
+metrics, the operators' feed and the terminal alike."""
 
 _CLOSED = Event("closed")
 

@@ -49,7 +49,7 @@ from voice_agent.backbone.backbone import Backbone
 from voice_agent.backbone.realtime_client import RemoteRealtimeError
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
-from voice_agent.events import Subscription
+from voice_agent.events import CLIENT_MESSAGE, Subscription
 from voice_agent.looplag import LoopLag
 from voice_agent.metrics import ServerMetrics, TurnLog
 from voice_agent.operators import OperatorFeed
@@ -59,7 +59,6 @@ from voice_agent.protocol import (
     Offer,
     ProtocolError,
     Start,
-    WireEvents,
     error_event,
     parse_client_message,
     redact,
@@ -560,15 +559,12 @@ class Server(TaskOwner):
     async def _observe(self, session: str, events: Subscription) -> None:
         """What a session's client sees goes to Prometheus and the operators too; each turn's
         whole timeline, once the reply is over, to the turn log."""
-        wire = WireEvents()
         async for event in events:
-            if event.type == "turn_record":
-                if self.turn_log is not None:
-                    self.turn_log.write(event.data)
-                continue
-            for message in wire.translate(event):
-                self.metrics.observe(message)
-                self.operators.publish(session, message)
+            if event.type == "turn_record" and self.turn_log is not None:
+                self.turn_log.write(event.data)
+            elif event.type == CLIENT_MESSAGE:
+                self.metrics.observe(event.data)
+                self.operators.publish(session, event.data)
 
     @staticmethod
     async def _close_when(awaitable: Awaitable[Any], session: Session) -> None:

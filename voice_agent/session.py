@@ -24,11 +24,12 @@ from voice_agent.backbone.backbone import Backbone, Conversation
 from voice_agent.backbone.stages import ASRStage, LLMStage, TTSStage
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
-from voice_agent.events import Event, EventBus, Subscription
+from voice_agent.events import CLIENT_MESSAGE, Event, EventBus, Subscription
 from voice_agent.frames import EndFrame, ErrorFrame, Frame
 from voice_agent.history import History
 from voice_agent.persona import Persona
 from voice_agent.pipeline import Pipeline, Stage
+from voice_agent.protocol import WireEvents
 from voice_agent.tasks import TaskOwner
 from voice_agent.timeline import TurnTimeline
 from voice_agent.transports.base import Transport
@@ -63,6 +64,7 @@ class Session(TaskOwner):
         self.engines = engines
         self.history = History()
         self.bus = EventBus()
+        self._wire = WireEvents()
         self.timeline = TurnTimeline(self.name)
         """Where each turn's time went: `turn_metrics` and `turn_record` events."""
         self._input_stages = list(input_stages)
@@ -147,19 +149,26 @@ class Session(TaskOwner):
         return self.bus.subscribe()
 
     def _event(self, kind: str, data: dict[str, Any], t_ns: int) -> None:
-        self.bus.publish(Event(kind, data, t_ns))
+        self._publish(Event(kind, data, t_ns))
         for derived, derived_data in self.timeline.feed(kind, data, t_ns):
-            self.bus.publish(Event(derived, derived_data, t_ns))
+            self._publish(Event(derived, derived_data, t_ns))
+
+    def _publish(self, event: Event) -> None:
+        """Publish one event and, beside it, the client messages it makes (translated here,
+        once, for every consumer)."""
+        self.bus.publish(event)
+        for message in self._wire.translate(event):
+            self._publish(Event(CLIENT_MESSAGE, message, event.t_ns))
 
     def _upstream(self, frame: Frame) -> None:
         if isinstance(frame, ErrorFrame):
             data = {"message": frame.message, "source": frame.source, "fatal": frame.fatal}
-            self.bus.publish(Event("error", {**data, "code": frame.code or None}))
+            self._publish(Event("error", {**data, "code": frame.code or None}))
             if frame.fatal:
                 self._done.set()
 
     async def __aenter__(self) -> Session:
-        self.bus.publish(Event("session_started", {"session": self.id, "persona": self.persona.id}))
+        self._publish(Event("session_started", {"session": self.id, "persona": self.persona.id}))
         try:
             await self.pipeline.start(self.settings.audio.sample_rate)
         except BaseException:
@@ -200,7 +209,7 @@ class Session(TaskOwner):
     def fail(self, code: str, message: str, source: str = "transport") -> None:
         """End the session with a fatal `error` event its client is told of."""
         data = {"message": message, "source": source, "fatal": True, "code": code}
-        self.bus.publish(Event("error", data))
+        self._publish(Event("error", data))
         self._done.set()
 
     def finish(self) -> None:
@@ -221,7 +230,7 @@ class Session(TaskOwner):
             await self.pipeline.stop()
             await self.backbone.aclose()
         finally:
-            self.bus.publish(Event("session_ended", {"session": self.id}))
+            self._publish(Event("session_ended", {"session": self.id}))
             self.bus.close()
             if self._forwarder is not None:  # let the last events (session_ended) reach the peer
                 await asyncio.wait({self._forwarder}, timeout=1.0)

@@ -19,10 +19,9 @@ from voice_agent.backbone.realtime_client import RemoteRealtimeError
 from voice_agent.config import Settings
 from voice_agent.enginecheck import EngineCheckFailed, ensure_engines_run
 from voice_agent.engines import Engines
-from voice_agent.events import Event, Subscription
+from voice_agent.events import CLIENT_MESSAGE, Subscription
 from voice_agent.modelfiles import ModelError
 from voice_agent.persona import Persona, PersonaStore
-from voice_agent.protocol import WireEvents
 from voice_agent.session import Session
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.local import (
@@ -38,24 +37,21 @@ from voice_agent.yamlfile import FileError
 class TranscriptPrinter:
     """The conversation as text: the user's words (on a terminal, partials overwrite one line)
     and each reply once it has been played, cut where the user interrupted it. It reads what a
-    client of the server would see (`WireEvents`)."""
+    client of the server is sent (the session's `CLIENT_MESSAGE` events)."""
 
     def __init__(self, out: TextIO, err: TextIO, *, live: bool) -> None:
         self.out, self.err, self.live = out, err, live
         self.fatal: str | None = None
-        self._wire = WireEvents()
         self._partial = False
         self._interrupted = False
 
     async def follow(self, events: Subscription) -> None:
         async for event in events:
-            self.show(event)
+            if event.type == CLIENT_MESSAGE:
+                self.show(event.data)
 
-    def show(self, event: Event) -> None:
-        for message in self._wire.translate(event):
-            self._show(message)
-
-    def _show(self, m: dict[str, Any]) -> None:
+    def show(self, m: dict[str, Any]) -> None:
+        """Print one client message."""
         kind, text = m["type"], str(m.get("text", ""))
         if kind == "transcript" and m["role"] == "user":
             if m["final"]:

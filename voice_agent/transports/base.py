@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from voice_agent.audio.playback import AudioSink
-from voice_agent.events import Event
+from voice_agent.events import CLIENT_MESSAGE, Event
 from voice_agent.frames import Frame
-from voice_agent.protocol import WireEvents
 
 SendJson = Callable[[dict[str, Any]], Awaitable[None]]
 """How a network transport sends one JSON message (an event) to its peer."""
@@ -39,16 +38,15 @@ class Transport(ABC):
 
 
 class PeerTransport(Transport):
-    """A transport to a client of the wire protocol (docs/protocol.md): the session's events
-    reach it as the JSON messages `WireEvents` makes of them, through `send_json`."""
+    """A transport to a client of the wire protocol (docs/protocol.md): the session's client
+    messages (`CLIENT_MESSAGE` events) go to it through `send_json`."""
 
     def __init__(self, send_json: SendJson) -> None:
         self._send_json = send_json
-        self._wire = WireEvents()
 
     async def send_event(self, event: Event) -> None:
-        for message in self._wire.translate(event):
-            await self._send_json(message)
+        if event.type == CLIENT_MESSAGE:
+            await self._send_json(event.data)
 
 
 def is_loopback(host: str) -> bool:
