@@ -19,6 +19,8 @@ from voice_agent.bench import Progress
 
 @dataclass(slots=True)
 class Served:
+    """A server a bench talks to."""
+
     url: str
     """ws://host:port"""
     pid: int | None

@@ -10,6 +10,7 @@ from voice_agent.modelfiles import ModelStore, installed
 
 
 def run_models(args: argparse.Namespace, settings: Settings) -> int:
+    """`voice-agent models list | verify`; 1 when a model in use is absent or any is damaged."""
     store = ModelStore(cache_dir=settings.engines.models_cache)
     in_use = {
         settings.engines.asr.model,

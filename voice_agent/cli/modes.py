@@ -14,6 +14,7 @@ from voice_agent.persona import PersonaStore
 
 
 def run_transcribe(args: argparse.Namespace, settings: Settings) -> int:
+    """`voice-agent transcribe FILE`: the text on stdout (partials on stderr with --partials)."""
     from voice_agent.audio.files import read_audio, read_stdin
     from voice_agent.backbone.factory import load_asr
     from voice_agent.modes import transcribe
@@ -46,6 +47,7 @@ def run_transcribe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_speak(args: argparse.Namespace, settings: Settings) -> int:
+    """`voice-agent speak TEXT`: a WAV file (-o), WAV on a piped stdout, or the speaker."""
     from voice_agent.audio.files import wav_bytes, write_wav
     from voice_agent.backbone.factory import load_tts
     from voice_agent.modes import parse_voice, speak

@@ -14,6 +14,8 @@ from voice_agent.yamlfile import FileError
 
 
 def run_personas(args: argparse.Namespace, settings: Settings) -> int:
+    """`voice-agent personas list | show ID | validate PATH...`; 1 for a persona with problems,
+    or no such persona."""
     if args.action == "validate":
         bad = 0
         for path in args.paths:

@@ -14,6 +14,7 @@ from voice_agent.modelfiles import default_cache_dir
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """`voice-agent serve [--dashboard]`: until stopped; the exit status."""
     from voice_agent.enginecheck import EngineCheckFailed
     from voice_agent.server import ServerError, check_binding, run_server
 
