@@ -3,7 +3,7 @@
 `WebRTCCaller` is a browser (an aiortc peer doing the offer/answer over `/ws`); `PcmCaller` is a
 program on `/pcm`; `RealtimeCaller` an OpenAI Realtime client on `/v1/realtime` (its events are
 kept translated to docs/protocol.md's, so that benchmarks read every caller the same way).
-Each sends a scripted microphone in real time (`say()` queues speech; silence
+Each sends a scripted microphone (`bench/mic.py`) in real time (`say()` queues speech; silence
 otherwise, as a real microphone sends) and record what comes back: every event, and the reply's
 audio with its arrival time. Tests and benchmarks measure from the audio itself: when the caller
 stopped talking, and when the reply became audible.
@@ -14,23 +14,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fractions
 import json
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from voice_agent.audio.pcm import dbfs, resample
+from voice_agent.bench.mic import Clock, Mic, MicTrack, Said
 from voice_agent.frames import PCM
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.base import is_loopback
@@ -41,97 +39,8 @@ from voice_agent.transports.webrtc import (
     received_pcm,
 )
 
-FRAME_MS = 20
 HEARD_RATE = 16000
 """What the callers keep of the reply: 16 kHz mono."""
-
-
-@dataclass(slots=True)
-class Said:
-    """One utterance of the script: when its first sample went out and when it was all out
-    (monotonic s)."""
-
-    label: str
-    started: float = 0.0
-    ended: float = 0.0
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Mic:
-    """A scripted microphone: queued speech, silence in between, one frame at a time."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.frame_samples = rate * FRAME_MS // 1000
-        self._lines: deque[tuple[PCM, Said]] = deque()
-        self._pos = 0
-
-    def say(self, pcm: PCM, rate: int, label: str = "") -> Said:
-        said = Said(label)
-        self._lines.append((resample(pcm, rate, self.rate), said))
-        return said
-
-    def next_frame(self) -> PCM:
-        """The next 20 ms, as it goes out now."""
-        frame = np.zeros(self.frame_samples, np.int16)
-        if self._lines:
-            pcm, said = self._lines[0]
-            if self._pos == 0:
-                said.started = time.monotonic()
-            part = pcm[self._pos : self._pos + self.frame_samples]
-            frame[: len(part)] = part
-            self._pos += len(part)
-            if self._pos >= len(pcm):
-                said.ended = time.monotonic() + len(part) / self.rate
-                said.done.set()
-                self._lines.popleft()
-                self._pos = 0
-        return frame
-
-
-class _Clock:
-    """Paces frames in real time by a sample count (no drift, no burst after a stall)."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self._start: float | None = None
-        self.samples = 0
-
-    async def tick(self, samples: int) -> int:
-        """Wait until the next frame is due; return its position (pts) in samples."""
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-            return 0
-        self.samples += samples
-        delay = self._start + self.samples / self.rate - now
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif delay < -0.2:
-            self._start = now - self.samples / self.rate
-        return self.samples
-
-
-class MicTrack(MediaStreamTrack):
-    """A `Mic` as an outbound WebRTC audio track."""
-
-    kind = "audio"
-
-    def __init__(self, mic: Mic) -> None:
-        super().__init__()
-        self.mic = mic
-        self._clock = _Clock(mic.rate)
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        pts = await self._clock.tick(self.mic.frame_samples)
-        frame = self.mic.next_frame()
-        out = av.AudioFrame.from_ndarray(frame.reshape(1, -1), format="s16", layout="mono")
-        out.sample_rate = self.mic.rate
-        out.pts = pts
-        out.time_base = fractions.Fraction(1, self.mic.rate)
-        return out
 
 
 @dataclass(slots=True)
@@ -212,6 +121,15 @@ class Caller(TaskOwner):
             if len(loud):
                 return h.at - (len(h.pcm) - int(loud[0])) / HEARD_RATE
         return None
+
+    async def audible_after(self, after: float, within_s: float) -> float | None:
+        """`first_audible(after)`, waiting up to `within_s` for it (None: nothing audible came)."""
+        deadline = time.monotonic() + within_s
+        while (at := self.first_audible(after)) is None:
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.02)
+        return at
 
     def audible_ms(self, level_db: float = -40.0) -> float:
         """How much of what arrived was above `level_db` (in ms of audio)."""
@@ -323,7 +241,7 @@ class PcmCaller(Caller):
         self._gone()
 
     async def _talk(self) -> None:
-        clock = _Clock(self.mic.rate)
+        clock = Clock(self.mic.rate)
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await clock.tick(self.mic.frame_samples)
@@ -389,10 +307,18 @@ class RealtimeCaller(Caller):
         return []
 
     async def _talk(self) -> None:
-        clock = _Clock(self.mic.rate)
+        clock = Clock(self.mic.rate)
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await clock.tick(self.mic.frame_samples)
                 audio = base64.b64encode(self.mic.next_frame().astype("<i2").tobytes())
                 message = {"type": "input_audio_buffer.append", "audio": audio.decode("ascii")}
                 await self.ws.send(json.dumps(message))
+
+
+CALLERS: dict[str, type[WebRTCCaller] | type[PcmCaller] | type[RealtimeCaller]] = {
+    "webrtc": WebRTCCaller,
+    "pcm": PcmCaller,
+    "realtime": RealtimeCaller,
+}
+"""The callers by the transport they use."""

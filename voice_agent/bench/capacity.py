@@ -10,19 +10,15 @@ and first audio. The knee is the most sessions whose voice-to-voice p95 stays wi
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from voice_agent.bench.conversation import (
-    bench_server,
-    details_of,
-    figures_of,
-    run_users,
-    voice_script,
-)
+from voice_agent.bench import Progress
+from voice_agent.bench.conversation import details_of, figures_of, run_users
 from voice_agent.bench.figures import Figure, NoPlot, pyplot
+from voice_agent.bench.script import voice_script
+from voice_agent.bench.server import bench_server
 from voice_agent.config import Settings
 
 KNEE_P95_MS = 1500.0
@@ -44,13 +40,12 @@ async def run(
     turns: int,
     transport: str,
     argv: Sequence[str],
-    progress: Callable[[str], None],
+    progress: Progress,
     persona: str | None = None,
     paces: Sequence[str] = ("human", "back-to-back"),
 ) -> tuple[list[Figure], dict[str, Any]]:
     """Every (pace, N) in turn on one server; the figures and, per pace, the knee."""
-    progress("voicing the script with the project's TTS")
-    lines = await asyncio.to_thread(voice_script, settings)
+    lines = await voice_script(settings, progress)
     figures: list[Figure] = []
     runs: list[dict[str, Any]] = []
     knees: dict[str, int] = {}

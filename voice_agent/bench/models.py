@@ -20,7 +20,7 @@ import numpy as np
 
 from voice_agent.audio.pcm import resample
 from voice_agent.backbone.base import ASREngine, GenerationParams, TTSEngine
-from voice_agent.bench import llm_load
+from voice_agent.bench import Progress, llm_load
 from voice_agent.bench.figures import Figure
 from voice_agent.config import Settings
 from voice_agent.engines import load_asr, load_llm, load_tts
@@ -51,9 +51,6 @@ QUESTIONS = [
 ]
 TARGETS = {"asr final": 250.0, "llm first token": 150.0, "tts first chunk": 60.0}
 LOCAL_LLM_ENGINES = ("llama-server", "llama-cpp")
-
-
-Progress = Callable[[str], None]
 
 
 def _ms(t: float) -> float:

@@ -2,16 +2,22 @@
 
 Questions, sentences with a pause in the middle, interruptions and backchannels, each turned
 into audio with `line()`, which also finds where the sound in it begins and ends (the figures
-are measured from those samples).
+are measured from those samples). `voice_script` voices all of it for the benches that talk to
+a server.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from voice_agent.audio.pcm import audible, resample
 from voice_agent.backbone.base import TTSEngine
+from voice_agent.bench import Progress
+from voice_agent.config import Settings
+from voice_agent.engines import load_tts
 from voice_agent.frames import PCM
+from voice_agent.modelfiles import ModelStore
 from voice_agent.persona import Voice
 
 QUESTIONS = [
@@ -37,6 +43,8 @@ LONG_ASKS = [  # replies long enough to talk over
 BARGE_INS = ["Wait, stop. What about London instead?", "Hold on, that is not what I asked."]
 BACKCHANNELS = ["Uh-huh.", "Yeah.", "Mm-hmm."]
 PAUSE_S = 0.6
+RATE = 16000
+"""The rate `voice_script` speaks at."""
 
 
 @dataclass(slots=True)
@@ -59,3 +67,38 @@ def trimmed(line: Line, rate: int) -> PCM:
     """The audible part of a line, with 20 ms either side."""
     pad = rate // 50
     return line.pcm[max(0, line.first - pad) : line.last + pad]
+
+
+@dataclass(slots=True)
+class Lines:
+    """Every line of the script, voiced."""
+
+    questions: list[Line]
+    halves: list[tuple[Line, Line]]
+    asks: list[Line]
+    barge_ins: list[Line]
+    backchannels: list[Line]
+
+
+def _voice_script(settings: Settings) -> Lines:
+    """Every line of the script, spoken by the project's own Piper voice."""
+    store = ModelStore(cache_dir=settings.engines.models_cache)
+    tts = load_tts("piper", settings.engines.tts, store)
+
+    def say(text: str) -> Line:
+        return line(tts, text, RATE)
+
+    return Lines(
+        questions=[say(q) for q in QUESTIONS],
+        halves=[(say(a), say(b)) for a, b in PAUSED],
+        asks=[say(q) for q in LONG_ASKS],
+        barge_ins=[say(t) for t in BARGE_INS],
+        backchannels=[say(t) for t in BACKCHANNELS],
+    )
+
+
+async def voice_script(settings: Settings, progress: Progress) -> Lines:
+    """Every line of the script, spoken by the project's own Piper voice (in a thread: loading
+    and running the TTS takes a while)."""
+    progress("voicing the script with the project's TTS")
+    return await asyncio.to_thread(_voice_script, settings)

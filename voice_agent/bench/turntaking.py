@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import numpy as np
 
 from voice_agent.audio.pcm import dbfs
+from voice_agent.bench import Progress
 from voice_agent.bench.figures import Figure
 from voice_agent.bench.room import Room
 from voice_agent.bench.script import (
@@ -45,8 +46,6 @@ from voice_agent.frames import PCM
 from voice_agent.persona import Persona, PersonaStore, Voice
 from voice_agent.session import Session
 from voice_agent.tasks import TaskOwner
-
-Progress = Callable[[str], None]
 
 TARGETS = {"speech end -> reply audio ready": 300.0, "onset -> ducked 20 dB": 100.0}
 
