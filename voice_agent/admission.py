@@ -8,10 +8,15 @@ voice-to-voice p95 stayed within 1.5 s at a human pace), remembered in
 `CORES_PER_SESSION` cores (the knee measured on the 2-core development machine,
 docs/scaling.md). A measurement holds for one CPU model, core count and set of engine settings:
 change any and `auto` estimates again until the bench is run again.
+
+`Admission` holds a server's session slots: a caller who finds them all taken waits a moment
+(`ADMIT_WAIT_S`) for one to free, then gets `busy`; a server that is shutting down admits none.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +27,10 @@ from pathlib import Path
 from voice_agent import __version__, cachefile, nativecode
 from voice_agent.config import Settings
 
+ADMIT_WAIT_S = 1.5
+"""How long a caller who finds every session slot taken waits for one to free before `busy`:
+a person who hangs up and calls again, or reloads the page, finds the old session still
+closing (its socket's close handshake)."""
 CORES_PER_SESSION = 2
 """Without a measurement: 2 cores held one session within the knee's p95 (docs/scaling.md)."""
 
@@ -80,3 +89,42 @@ def remember_knee(settings: Settings, knee: int, capacity_file: Path | None = No
     known[machine_key(settings)] = {"sessions": max(1, knee), "at": time.time()}
     cachefile.write(path, known, "the measured capacity")
     return path
+
+
+class Admission:
+    """A server's session slots (see the module docstring): sessions running, and those still
+    being set up."""
+
+    def __init__(self, limit: SessionLimit, wait_s: float = ADMIT_WAIT_S) -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self.draining = False
+        """True once the server stops taking sessions."""
+        self._taken = 0
+        self._freed = asyncio.Event()
+
+    async def admit(self) -> bool:
+        """Take a slot, waiting up to `wait_s` for one; False when none freed (or the server is
+        draining). Every True is paired with a `release`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        while not self.draining and self._taken >= self.limit.sessions:
+            if loop.time() >= deadline:
+                return False
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._freed.wait()
+        if self.draining:
+            return False
+        self._taken += 1
+        return True
+
+    def release(self) -> None:
+        self._taken -= 1
+        self._freed.set()
+
+    def drain(self) -> None:
+        """Admit no one from now on."""
+        self.draining = True
+        self._freed.set()
