@@ -10,7 +10,6 @@ Figures measured when these tests were written are in the comments next to each 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy.typing as npt
 import pytest
 
 from tests.speech import silence_16k, speech_16k
+from tests.stagerun import StageRun
 from voice_agent.audio.echo import EchoCanceller, EchoCancelStage
 from voice_agent.audio.pcm import resample
 from voice_agent.frames import (
@@ -31,7 +31,6 @@ from voice_agent.frames import (
     TranscriptionFrame,
     UserStartedSpeakingFrame,
 )
-from voice_agent.pipeline import Pipeline
 
 pytest.importorskip("pywebrtc_audio")
 
@@ -255,41 +254,31 @@ def test_far_end_at_an_odd_rate_adds_up_without_drift() -> None:
 # --- the stage -----------------------------------------------------------------------------
 
 
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
-
-
 async def test_stage_cancels_audio_frames_and_passes_the_rest_in_order() -> None:
     voice = assistant()[: 2 * RATE]
     mic = microphone(room(voice))
     twin = EchoCanceller()
     aec = EchoCanceller()
     stage = EchoCancelStage(aec)
-    out: list[Frame] = []
-    p = Pipeline([stage], on_downstream=out.append)
-    await p.start()
     sent: list[Frame] = []
     expected: list[PCM] = []
-    for k, i in enumerate(range(0, len(mic), 320)):
-        aec.far_end(voice[i : i + 320], RATE)
-        twin.far_end(voice[i : i + 320], RATE)
-        frame = InputAudioFrame(pcm=mic[i : i + 320], sample_rate=RATE)
-        p.queue(frame)
-        sent.append(frame)
-        expected.append(twin.process(frame.pcm))
-        if k % 25 == 0:
-            marker = UserStartedSpeakingFrame() if k % 50 else TranscriptionFrame(text=f"t{k}")
-            p.queue(marker)
-            sent.append(marker)
-        await settle()
-    tiny = InputAudioFrame(pcm=mic[:100], sample_rate=RATE)  # under 10 ms: nothing comes out
-    p.queue(tiny)
-    p.queue(LLMTextFrame(text="data"))
-    p.queue(EndFrame())
-    await asyncio.wait_for(p.wait_ended(), 5)
-    await p.stop()
+    async with StageRun(stage) as run:
+        for k, i in enumerate(range(0, len(mic), 320)):
+            aec.far_end(voice[i : i + 320], RATE)
+            twin.far_end(voice[i : i + 320], RATE)
+            frames: list[Frame] = [InputAudioFrame(pcm=mic[i : i + 320], sample_rate=RATE)]
+            expected.append(twin.process(mic[i : i + 320]))
+            if k % 25 == 0:
+                frames.append(
+                    UserStartedSpeakingFrame() if k % 50 else TranscriptionFrame(text=f"t{k}")
+                )
+            sent += frames
+            await run.through(*frames)  # before the next far_end
+        tiny = InputAudioFrame(pcm=mic[:100], sample_rate=RATE)  # under 10 ms: nothing comes out
+        run.send(tiny, LLMTextFrame(text="data"))
+        await run.end()
 
+    out = run.down
     assert isinstance(out[0], StartFrame)
     system = [f for f in out[1:] if isinstance(f, SystemFrame)]
     assert [f.id for f in system] == [f.id for f in sent]  # in order, tiny frame dropped

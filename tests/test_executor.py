@@ -9,16 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.stagerun import until
 from voice_agent.executor import BusyError, EngineExecutor, Lane, Runner
-
-
-async def settle(ex: EngineExecutor, pending: int) -> None:
-    """Let the tasks just started reach their await (each queues its call before it awaits)."""
-    for _ in range(100):
-        if ex.pending == pending:
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"pending={ex.pending}, expected {pending}")
 
 
 class Blocker:
@@ -38,10 +30,10 @@ async def test_lanes_take_turns_on_a_busy_pool() -> None:
     order: list[str] = []
     first = Blocker()
     blocked = asyncio.ensure_future(a.run(first))
-    await settle(ex, 1)
+    await until(lambda: ex.pending == 1)
     calls = [(a, "a1"), (a, "a2"), (a, "a3"), (b, "b1"), (b, "b2"), (c, "c1"), (ex, "d1")]
     waiting = [asyncio.ensure_future(r.run(order.append, tag)) for r, tag in calls]
-    await settle(ex, 8)
+    await until(lambda: ex.pending == 8)
     assert ex.running == 1 and order == []
     first.release.set()
     assert await blocked == "blocked"
@@ -59,11 +51,11 @@ async def test_a_lane_with_one_call_waits_for_one_call_per_busy_lane() -> None:
     order: list[str] = []
     blockers = [Blocker(), Blocker()]
     running = [asyncio.ensure_future(a.run(x)) for x in blockers]
-    await settle(ex, 2)
+    await until(lambda: ex.pending == 2)
     burst = [asyncio.ensure_future(a.run(order.append, f"a{i}")) for i in range(10)]
-    await settle(ex, 12)
+    await until(lambda: ex.pending == 12)
     single = asyncio.ensure_future(b.run(order.append, "b"))
-    await settle(ex, 13)
+    await until(lambda: ex.pending == 13)
     blockers[0].release.set()
     await single
     assert order[0] == "b"
@@ -79,7 +71,7 @@ async def test_the_bound_counts_calls_of_every_lane_and_refuses_at_once() -> Non
     blocker = Blocker()
     running = asyncio.ensure_future(a.run(blocker))
     queued = asyncio.ensure_future(b.run(lambda: "queued"))
-    await settle(ex, 2)
+    await until(lambda: ex.pending == 2)
     for runner in (a, b, ex, ex.lane("c")):
         with pytest.raises(BusyError):
             await runner.run(lambda: None)
@@ -97,7 +89,7 @@ async def test_timeout_counts_from_the_start_of_the_call_not_the_wait() -> None:
     hung = threading.Event()
     running = asyncio.ensure_future(lane.run(blocker, timeout_s=5))
     queued = asyncio.ensure_future(lane.run(hung.wait, 5))
-    await settle(ex, 2)
+    await until(lambda: ex.pending == 2)
     await asyncio.sleep(0.15)  # three timeouts' worth of waiting in the queue
     assert not queued.done()
     blocker.release.set()
@@ -107,7 +99,7 @@ async def test_timeout_counts_from_the_start_of_the_call_not_the_wait() -> None:
     # The caller gave up; the thread is still busy until the call returns.
     assert ex.pending == 0 and ex.running == 1
     after = asyncio.ensure_future(lane.run(lambda: "after"))
-    await settle(ex, 1)
+    await until(lambda: ex.pending == 1)
     assert not after.done()
     hung.set()
     assert await after == "after"
@@ -123,7 +115,7 @@ async def test_a_cancelled_waiting_call_never_runs() -> None:
     running = asyncio.ensure_future(a.run(blocker))
     doomed = asyncio.ensure_future(b.run(ran.append, "doomed"))
     kept = asyncio.ensure_future(b.run(ran.append, "kept"))
-    await settle(ex, 3)
+    await until(lambda: ex.pending == 3)
     doomed.cancel()
     with pytest.raises(asyncio.CancelledError):
         await doomed
@@ -138,7 +130,7 @@ async def test_a_cancelled_running_call_finishes_on_its_thread() -> None:
     ex = EngineExecutor(workers=1, call_timeout_s=5)
     blocker = Blocker()
     running = asyncio.ensure_future(ex.run(blocker))
-    await settle(ex, 1)
+    await until(lambda: ex.pending == 1)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
@@ -190,7 +182,7 @@ async def test_a_cancelled_stream_is_closed_after_its_running_step() -> None:
     stream = lane.stream(slow())
     assert await stream.__anext__() == 1
     step = asyncio.ensure_future(stream.__anext__())
-    await settle(ex, 1)
+    await until(lambda: ex.pending == 1)
     step.cancel()
     with pytest.raises(asyncio.CancelledError):
         await step
@@ -218,7 +210,8 @@ async def test_a_stream_whose_step_hangs_holds_one_thread_not_two() -> None:
         async for _ in lane.stream(hangs()):
             pass
     # the clean-up must not sit on the other thread waiting for the hung step
-    assert await asyncio.wait_for(ex.run(lambda: 42), 5) == 42
+    async with asyncio.timeout(5):
+        assert await ex.run(lambda: 42) == 42
     assert not closed.is_set()
     release.set()
     await asyncio.to_thread(closed.wait, 5)
@@ -262,7 +255,7 @@ async def test_shutdown_cancels_waiting_calls() -> None:
     blocker = Blocker()
     running = asyncio.ensure_future(ex.run(blocker))
     waiting = asyncio.ensure_future(ex.lane("a").run(lambda: "never"))
-    await settle(ex, 2)
+    await until(lambda: ex.pending == 2)
     ex.shutdown()
     with pytest.raises(asyncio.CancelledError):
         await waiting

@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+from tests.stagerun import StageRun, run_stages, until
 from voice_agent.backbone.chunking import ClauseChunker
 from voice_agent.executor import BusyError, EngineExecutor
 from voice_agent.frames import (
@@ -21,27 +22,34 @@ from voice_agent.frames import (
     StartFrame,
     UserStartedSpeakingFrame,
 )
-from voice_agent.pipeline import MAX_QUEUED, UP, Pipeline, Stage
+from voice_agent.pipeline import DOWN, MAX_QUEUED, UP, Stage
 from voice_agent.tasks import TaskOwner
 
 
 class Recorder(Stage):
-    """Records what it processes; blocks on data frames while `gate` is closed."""
+    """Records what it processes downstream; blocks on data frames while `gate` is closed."""
 
     def __init__(self, name: str = "rec") -> None:
         super().__init__(name)
         self.seen: list[str] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.waiting = asyncio.Event()
+        """Set once a data frame has waited at the closed gate."""
         self.interruptions = 0
         self.cancelled: list[str] = []
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, StartFrame):
             return
+        if direction is not DOWN:
+            await self.push(frame, direction)
+            return
         label = getattr(frame, "text", type(frame).__name__)
         if isinstance(frame, LLMTextFrame):
             try:
+                if not self.gate.is_set():
+                    self.waiting.set()
                 await self.gate.wait()
             except asyncio.CancelledError:
                 self.cancelled.append(label)
@@ -53,50 +61,34 @@ class Recorder(Stage):
         self.interruptions += 1
 
 
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
-
-
 async def test_system_frames_jump_ahead_of_queued_data() -> None:
     rec = Recorder()
-    p = Pipeline([rec])
-    await p.start()
-    rec.gate.clear()
-    p.queue(LLMTextFrame(text="d1"))
-    p.queue(LLMTextFrame(text="d2"))
-    p.queue(UserStartedSpeakingFrame())
-    await settle()
-    assert rec.seen == ["UserStartedSpeakingFrame"]  # while d1 is still being processed
-    rec.gate.set()
-    await settle()
-    assert rec.seen == ["UserStartedSpeakingFrame", "d1", "d2"]
-    await p.stop()
+    async with StageRun(rec) as run:
+        rec.gate.clear()
+        run.send(LLMTextFrame(text="d1"), LLMTextFrame(text="d2"))
+        await run.through(UserStartedSpeakingFrame())
+        assert rec.seen == ["UserStartedSpeakingFrame"]  # while d1 is still being processed
+        rec.gate.set()
+        await run.end()
+    assert rec.seen == ["UserStartedSpeakingFrame", "d1", "d2", "EndFrame"]
 
 
 async def test_interruption_drops_data_cancels_work_in_flight_and_keeps_control_frames() -> None:
     a, b = Recorder("a"), Recorder("b")
-    out: list[Frame] = []
-    p = Pipeline([a, b], on_downstream=out.append)
-    await p.start()
-    a.gate.clear()
-    p.queue(LLMTextFrame(text="in-flight"))
-    p.queue(LLMTextFrame(text="queued"))
-    p.queue(EndFrame())
-    await settle()
-    p.interrupt("barge-in")
-    await settle()
-    assert a.cancelled == ["in-flight"]
-    assert a.interruptions == 1 and b.interruptions == 1  # every stage saw it once
-    assert [type(f).__name__ for f in out] == ["InterruptionFrame", "EndFrame"]
-    assert "queued" not in a.seen + b.seen
-    await asyncio.wait_for(p.wait_ended(), 1)
-    # the stage still works after an interruption
-    a.gate.set()
-    p.queue(LLMTextFrame(text="after"))
-    await settle()
-    assert b.seen[-1] == "after"
-    await p.stop()
+    async with StageRun(a, b) as run:
+        a.gate.clear()
+        run.send(LLMTextFrame(text="in-flight"), LLMTextFrame(text="queued"), EndFrame())
+        await until(a.waiting.is_set)
+        await run.interrupt("barge-in")
+        assert a.cancelled == ["in-flight"]
+        assert a.interruptions == 1 and b.interruptions == 1  # every stage saw it once
+        await run.end()
+        assert [type(f).__name__ for f in run.down] == ["InterruptionFrame", "EndFrame"]
+        assert "queued" not in a.seen + b.seen
+        # the stage still works after an interruption
+        a.gate.set()
+        await run.through(LLMTextFrame(text="after"))
+        assert b.seen[-1] == "after"
 
 
 async def test_a_failing_stage_reports_upstream_and_keeps_working() -> None:
@@ -106,33 +98,24 @@ async def test_a_failing_stage_reports_upstream_and_keeps_working() -> None:
                 raise ValueError("cannot handle this")
             await self.push(frame, direction)
 
-    up: list[Frame] = []
-    down: list[Frame] = []
-    p = Pipeline([Flaky("flaky")], on_upstream=up.append, on_downstream=down.append)
-    await p.start()
-    p.queue(LLMTextFrame(text="bad"))
-    p.queue(LLMTextFrame(text="good"))
-    await settle()
-    assert [(type(f), f.source, f.message) for f in up if isinstance(f, ErrorFrame)] == [
+    run = await run_stages(
+        Flaky("flaky"), frames=[LLMTextFrame(text="bad"), LLMTextFrame(text="good")]
+    )
+    assert [(type(f), f.source, f.message) for f in run.of(ErrorFrame, UP)] == [
         (ErrorFrame, "flaky", "ValueError: cannot handle this")
     ]
-    assert [f.text for f in down if isinstance(f, LLMTextFrame)] == ["good"]
-    await p.stop()
+    assert [f.text for f in run.of(LLMTextFrame)] == ["good"]
 
 
 async def test_upstream_frames_reach_the_owner_and_stop_leaves_no_task() -> None:
-    up: list[Frame] = []
-    rec = Recorder()
-    p = Pipeline([rec, Recorder("r2")], on_upstream=up.append)
     before = asyncio.all_tasks()
-    await p.start()
-    assert len(p.tasks) == 8  # two tasks per stage, head and tail included
-    p.queue(ErrorFrame(message="x"), UP)
-    await settle()
-    assert [type(f) for f in up] == [ErrorFrame]
-    await p.stop()
-    await p.stop()  # idempotent
-    assert p.tasks == []
+    async with StageRun(Recorder(), Recorder("r2")) as run:
+        assert len(run.pipeline.tasks) == 8  # two tasks per stage, head and tail included
+        await run.through(ErrorFrame(message="x"), direction=UP)
+        await run.end()
+    assert [type(f) for f in run.up] == [ErrorFrame]
+    await run.pipeline.stop()  # idempotent (leaving the block stopped it once)
+    assert run.pipeline.tasks == []
     assert asyncio.all_tasks() <= before
 
 
@@ -140,23 +123,19 @@ async def test_a_stage_that_falls_behind_drops_its_oldest_data_never_control(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rec = Recorder()
-    p = Pipeline([rec])
-    await p.start()
-    rec.gate.clear()
-    p.queue(LLMTextFrame(text="busy"))
-    await settle()
-    p.queue(EndFrame())
-    for i in range(MAX_QUEUED + 5):
-        p.queue(LLMTextFrame(text=f"t{i}"))
-    with caplog.at_level(logging.WARNING):
-        await settle()
-    assert sum(s.dropped for s in p.stages) == 6  # wherever the backlog built up
-    assert "falling behind" in caplog.text
-    rec.gate.set()
-    await asyncio.wait_for(p.wait_ended(), 5)
+    async with StageRun(rec) as run:
+        rec.gate.clear()
+        run.send(LLMTextFrame(text="busy"))
+        await until(rec.waiting.is_set)
+        run.send(EndFrame(), *(LLMTextFrame(text=f"t{i}") for i in range(MAX_QUEUED + 5)))
+        with caplog.at_level(logging.WARNING):
+            await until(lambda: sum(s.dropped for s in run.pipeline.stages) >= 6)
+        assert "falling behind" in caplog.text
+        rec.gate.set()
+        await run.end()
+        assert sum(s.dropped for s in run.pipeline.stages) == 6  # wherever the backlog built up
     assert rec.seen[:2] == ["busy", "EndFrame"]  # control kept, in its place
     assert rec.seen[2] == "t6"
-    await p.stop()
 
 
 async def test_task_owner_cancels_and_awaits_everything_and_logs_failures(
@@ -176,8 +155,7 @@ async def test_task_owner_cancels_and_awaits_everything_and_logs_failures(
 
     owner.create_task(forever(), "forever")
     with caplog.at_level(logging.ERROR):
-        owner.create_task(fails(), "fails")
-        await settle()
+        await asyncio.wait([owner.create_task(fails(), "fails")])
     assert "owner:fails failed" in caplog.text
     await owner.cancel_tasks()
     assert finished == ["forever"] and owner.tasks == frozenset()
@@ -234,7 +212,7 @@ async def test_executor_streams_refuses_when_full_and_closes_cancelled_streams()
     gen = ex.stream(slow())
     assert await gen.__anext__() == 1
     pending = asyncio.ensure_future(gen.__anext__())
-    await asyncio.sleep(0.05)
+    await until(lambda: ex.pending == 1)
     with pytest.raises(BusyError):
         await ex.run(lambda: None)
     pending.cancel()
@@ -290,10 +268,7 @@ async def test_what_a_stage_sends_after_asking_for_an_interruption_follows_the_i
                 assert self.interruption_pending
 
     asker, rec = Asker(), Recorder()
-    p = Pipeline([asker, rec])
-    await p.start()
-    p.queue(LLMTextFrame(text="barge"))
-    await settle()
-    assert rec.seen[-2:] == ["InterruptionFrame", "the new turn"]  # not cut by it
+    await run_stages(asker, rec, frames=[LLMTextFrame(text="barge")])
+    # not cut by it (and the end, sent after "barge", follows it too)
+    assert rec.seen[-3:] == ["InterruptionFrame", "the new turn", "EndFrame"]
     assert not asker.interruption_pending
-    await p.stop()

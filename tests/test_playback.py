@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from tests.stagerun import StageRun, run_stages, until
 from voice_agent.audio.playback import PlaybackStage, heard_text
 from voice_agent.frames import (
     PCM,
@@ -16,7 +17,6 @@ from voice_agent.frames import (
     TTSStoppedFrame,
     UserTurnFrame,
 )
-from voice_agent.pipeline import Pipeline
 
 
 class VirtualClock:
@@ -62,20 +62,13 @@ def tone(ms: int, rate: int) -> PCM:
 
 async def run_reply(
     sink: DeviceSink, clock: VirtualClock, chunks: list[tuple[int, str]], rate: int
-) -> PlaybackStage:
-    stage = PlaybackStage(sink, 20, clock=clock, sleep=clock.sleep)
-    p = Pipeline([stage])
-    await p.start()
-    p.queue(TTSStartedFrame())
-    for ms, text in chunks:
-        p.queue(TTSAudioFrame(pcm=tone(ms, rate), sample_rate=rate, text=text))
-    p.queue(TTSStoppedFrame())
-    for _ in range(2000):
-        await asyncio.sleep(0)
-        if not stage.speaking and sink.writes:
-            break
-    await p.stop()
-    return stage
+) -> None:
+    """Play one reply to the end (the `EndFrame` waits until the stage has played it all)."""
+    audio = [TTSAudioFrame(pcm=tone(ms, rate), sample_rate=rate, text=text) for ms, text in chunks]
+    await run_stages(
+        PlaybackStage(sink, 20, clock=clock, sleep=clock.sleep),
+        frames=[TTSStartedFrame(), *audio, TTSStoppedFrame()],
+    )
 
 
 async def test_frames_go_out_every_20_ms_of_samples_resampled_to_the_sink_rate() -> None:
@@ -148,50 +141,41 @@ class LevelSink:
         pass
 
 
-async def settle(n: int = 200) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
 async def test_a_reply_waits_for_the_end_of_the_turn_it_answers() -> None:
     sink = LevelSink(16000)
-    events: list[str] = []
-    stage = PlaybackStage(sink, 20)
-    p = Pipeline([stage], events=lambda kind, data, t: events.append(kind))
-    await p.start()
-    p.queue(UserTurnFrame(text="hi", turn=3))
-    p.queue(TTSStartedFrame())
-    p.queue(TTSAudioFrame(pcm=tone(100, 16000), sample_rate=16000, text="hello"))
-    p.queue(EndOfTurnFrame(turn=2))  # an earlier turn's end does not release it
-    await settle()
-    assert sink.frames == [] and "reply_held" in events and "reply_audio_ready" in events
-    p.queue(EndOfTurnFrame(turn=3))
-    await settle()
+    async with StageRun(PlaybackStage(sink, 20)) as run:
+        run.send(
+            UserTurnFrame(text="hi", turn=3),
+            TTSStartedFrame(),
+            TTSAudioFrame(pcm=tone(100, 16000), sample_rate=16000, text="hello"),
+            EndOfTurnFrame(turn=2),  # an earlier turn's end does not release it
+        )
+        await until(lambda: "reply_held" in run.event_names)
+        events = run.event_names
+        assert sink.frames == [] and "reply_held" in events and "reply_audio_ready" in events
+        run.send(EndOfTurnFrame(turn=3))
+        await run.end()  # once the stage has played what it holds
+    events = run.event_names
     assert len(sink.frames) == 5 and events.index("reply_released") > events.index("reply_held")
-    await p.stop()
 
 
 async def test_the_end_of_turn_may_come_before_its_reply() -> None:
     sink = LevelSink(16000)
-    p = Pipeline([PlaybackStage(sink, 20)])
-    await p.start()
-    p.queue(EndOfTurnFrame(turn=1))
-    await settle()
-    p.queue(UserTurnFrame(text="hi", turn=1))
-    p.queue(TTSStartedFrame())
-    p.queue(TTSAudioFrame(pcm=tone(60, 16000), sample_rate=16000, text="hello"))
-    await settle()
+    async with StageRun(PlaybackStage(sink, 20)) as run:
+        await run.through(EndOfTurnFrame(turn=1))
+        run.send(
+            UserTurnFrame(text="hi", turn=1),
+            TTSStartedFrame(),
+            TTSAudioFrame(pcm=tone(60, 16000), sample_rate=16000, text="hello"),
+        )
+        await run.end()
     assert len(sink.frames) == 3
-    await p.stop()
 
 
 async def test_ducking_lowers_the_next_frames_smoothly_and_an_interruption_restores_the_level() -> (
     None
 ):
     sink = LevelSink(16000)
-    stage = PlaybackStage(sink, 20)
-    p = Pipeline([stage])
-    await p.start()
     gate = asyncio.Event()
     original_write = sink.write
 
@@ -201,22 +185,23 @@ async def test_ducking_lowers_the_next_frames_smoothly_and_an_interruption_resto
             await gate.wait()
 
     sink.write = slow_write  # type: ignore[method-assign]
-    p.queue(TTSStartedFrame())
-    p.queue(TTSAudioFrame(pcm=tone(200, 16000), sample_rate=16000, text="one two"))
-    await settle()
-    p.queue(DuckOutputFrame(db=24))
-    await settle()
-    gate.set()
-    await settle()
-    levels = [float(np.max(np.abs(f.astype(np.int32)))) for f in sink.frames]
-    assert levels[:2] == [1000, 1000]
-    ramp = sink.frames[2].astype(np.int32)
-    assert ramp[0] == 1000 and np.all(np.diff(ramp[:80]) <= 0) and np.all(ramp[80:] < 100)  # 5 ms
-    assert all(abs(level - 1000 * 10 ** (-24 / 20)) < 2 for level in levels[3:])
-    p.interrupt("test")
-    await settle()
-    p.queue(TTSStartedFrame())
-    p.queue(TTSAudioFrame(pcm=tone(40, 16000), sample_rate=16000, text="again"))
-    await settle()
+    async with StageRun(PlaybackStage(sink, 20)) as run:
+        run.send(
+            TTSStartedFrame(),
+            TTSAudioFrame(pcm=tone(200, 16000), sample_rate=16000, text="one two"),
+        )
+        await until(lambda: len(sink.frames) == 2)
+        await run.through(DuckOutputFrame(db=24))
+        gate.set()
+        await until(lambda: len(sink.frames) == 10)  # the whole 200 ms
+        levels = [float(np.max(np.abs(f.astype(np.int32)))) for f in sink.frames]
+        assert levels[:2] == [1000, 1000]
+        ramp = sink.frames[2].astype(np.int32)  # down over 5 ms
+        assert ramp[0] == 1000 and np.all(np.diff(ramp[:80]) <= 0) and np.all(ramp[80:] < 100)
+        assert all(abs(level - 1000 * 10 ** (-24 / 20)) < 2 for level in levels[3:])
+        await run.interrupt("test")
+        run.send(
+            TTSStartedFrame(), TTSAudioFrame(pcm=tone(40, 16000), sample_rate=16000, text="again")
+        )
+        await run.end()  # once the stage has played it
     assert [float(np.max(np.abs(f))) for f in sink.frames[-2:]] == [1000, 1000]
-    await p.stop()
