@@ -64,6 +64,7 @@ from voice_agent.protocol import (
     redact,
     usable_candidates,
 )
+from voice_agent.realtime.config import SessionLink
 from voice_agent.realtime.conversation import RealtimeConversation
 from voice_agent.session import Engines, Session
 from voice_agent.tasks import TaskOwner
@@ -478,8 +479,9 @@ class Server(TaskOwner):
 
         async def hello(session: Session) -> None:
             max_ms = 1000.0 * self.settings.audio.max_turn_s
+            link = SessionLink.of(session)
             conversation = RealtimeConversation(
-                session, self.personas, transport.send, model=model, beta=beta, max_buffer_ms=max_ms
+                link, self.personas, transport.send, model=model, beta=beta, max_buffer_ms=max_ms
             )
             transport.attach(conversation)
 

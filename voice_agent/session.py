@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -28,10 +28,10 @@ from voice_agent.backbone.text import normalize_for_speech
 from voice_agent.config import Settings
 from voice_agent.events import Event, EventBus, Subscription
 from voice_agent.executor import EngineExecutor
-from voice_agent.frames import EndFrame, ErrorFrame, Frame
+from voice_agent.frames import Direction, EndFrame, ErrorFrame, Frame, TurnPolicyFrame
 from voice_agent.history import History
 from voice_agent.persona import Persona
-from voice_agent.pipeline import Pipeline, Stage
+from voice_agent.pipeline import DOWN, Pipeline, Stage
 from voice_agent.tasks import TaskOwner
 from voice_agent.timeline import TurnTimeline
 from voice_agent.transports.base import Transport
@@ -114,7 +114,6 @@ class Session(TaskOwner):
         self._forwarder: asyncio.Task[None] | None = None
         self.lane = engines.executor.lane(self.name)
         """This session's queue for engine calls: sessions are served in turn, not first come."""
-        self._turn_changes: dict[str, Any] = {}
         s, e = self.settings, self.engines
         llm = s.engines.llm
         params = GenerationParams(
@@ -166,36 +165,19 @@ class Session(TaskOwner):
 
     # --- what a client may change during the session (the realtime API's session.update) ---
 
-    def set_persona(self, persona: Persona) -> None:
-        """Speak and behave as `persona` from the next reply on; ValueError if its voice's
-        engine is not loaded."""
-        if self._llm is not None and self._tts is not None:
-            tts = self.engines.tts_for(persona)
-            self._llm.persona = self._tts.persona = persona
-            self._tts.engine = tts
-        self.persona = persona
-        self.set_turn_policy()
+    def change(self, frame: Frame, direction: Direction = DOWN) -> None:
+        """Send a client's change (a setting, an edit of the history: the frames of
+        `voice_agent.frames` for them) into the pipeline, whose stage that keeps the state
+        applies it. An edit that must follow what playback reports goes `UP`, in at the output
+        end, behind that report."""
+        if isinstance(frame, TurnPolicyFrame):  # until TurnStage applies the frame itself
+            self._turns.policy = frame.policy
+        self.pipeline.queue(frame, direction)
 
-    def set_turn_policy(self, **changes: Any) -> None:
-        """Override fields of the turn policy (`TurnPolicy`); they outlive a change of persona."""
-        self._turn_changes.update(changes)
-        self._turns.policy = replace(
-            TurnPolicy.of(self.settings, self.persona), **self._turn_changes
-        )
-
-    def set_speech_detection(self, enabled: bool, threshold: float | None = None) -> None:
-        """Turn the VAD on or off (off: the client marks the speech), at a threshold."""
-        if self._vad is not None:
-            self._vad.enabled = enabled
-            self._vad.activity.threshold = (
-                self.settings.vad.confirm_threshold if threshold is None else threshold
-            )
-
-    def set_spoken(self, spoken: bool) -> None:
-        """Speak replies (True), or give them as text only (False: no synthesis, no audio; not
-        with a remote backbone, which speaks)."""
-        if self._tts is not None:
-            self._tts.speak = spoken
+    def tts_for(self, persona: Persona) -> TTSEngine | None:
+        """The engine that would speak as `persona`; None when the backbone speaks itself (a
+        remote service). ValueError if that engine is not loaded."""
+        return None if self._tts is None else self.engines.tts_for(persona)
 
     @property
     def id(self) -> str:
