@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -14,12 +15,20 @@ from tests.fakes import (
     FakeASRStream,
     FakeLLM,
     FakeTransport,
+    FakeTTS,
     engines,
     persona,
     settings,
 )
 from voice_agent.backbone.base import GenerationParams
 from voice_agent.events import Subscription
+from voice_agent.frames import (
+    HistoryAddFrame,
+    HistoryRemoveFrame,
+    HistoryTruncateFrame,
+    PersonaChangeFrame,
+    TurnPolicyFrame,
+)
 from voice_agent.session import Session
 
 FRAME_MS = 20
@@ -294,3 +303,34 @@ async def test_a_failed_final_decode_still_closes_the_stretch_and_the_next_turn_
         ("user", "second try"),
         ("assistant", "Got it."),
     ]
+
+
+async def test_a_clients_changes_are_applied_by_the_stages_that_keep_the_state() -> None:
+    asr = FakeASR(["what is the weather"])
+    llm = FakeLLM(["It is sunny."])
+    first_voice, second_voice = FakeTTS(), FakeTTS()
+    transport = FakeTransport()
+    async with Session(settings(), persona(), transport, engines(asr, llm, first_voice)) as s:
+        events = s.events()
+        for edit in (
+            HistoryAddFrame(role="user", text="first", message_id="m1"),
+            HistoryAddFrame(role="assistant", text="cut", message_id="m0", after=""),
+            HistoryAddFrame(role="user", text="placed", message_id="m2", after="m1"),
+            HistoryAddFrame(role="user", text="last", message_id="m3", after="gone"),
+            HistoryRemoveFrame(message_id="m2"),
+            HistoryRemoveFrame(message_id="never"),  # nothing to do
+            HistoryTruncateFrame(message_id="m0", heard=""),  # nothing heard: removed
+        ):
+            s.change(edit)
+        terse = persona().model_copy(update={"system_prompt": "Be terse."})
+        s.change(PersonaChangeFrame(persona=terse, tts=second_voice))
+        policy = replace(s._turns.policy, barge_in=False)
+        s.change(TurnPolicyFrame(policy=policy))
+        assert s._turns.policy is policy
+        transport.say()
+        await next_event(events, "bot_stopped_speaking")
+        transport.hang_up()
+        await asyncio.wait_for(s.run(), 5)
+    assert [(m.id, m.content) for m in s.history.messages[:2]] == [("m1", "first"), ("m3", "last")]
+    assert llm.prompts[0][0] == {"role": "system", "content": "Be terse."}
+    assert first_voice.spoken == [] and second_voice.spoken == ["It is sunny."]

@@ -20,9 +20,16 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:  # what some frames carry; frames depend on none of these modules
+    from voice_agent.backbone.base import TTSEngine
+    from voice_agent.history import Role
+    from voice_agent.persona import Persona
+    from voice_agent.turns import TurnPolicy
 
 PCM = npt.NDArray[np.int16]
 """Mono 16-bit PCM samples."""
@@ -209,6 +216,74 @@ class PlaybackInterruptedFrame(SystemFrame):
 
     played_ms: int
     heard_text: str
+
+
+# --- system frames: what a client changes during the session (the realtime API) ------------
+# The stage that keeps the state applies the frame, then passes it on like any other.
+
+
+@dataclass(slots=True, kw_only=True)
+class PersonaChangeFrame(SystemFrame):
+    """Behave and speak as `persona` from now on: its prompt and manners (the LLM stage), its
+    voice with `tts`, the engine that speaks it (the TTS stage; None: the engine stays)."""
+
+    persona: Persona
+    tts: TTSEngine | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class SpokenRepliesFrame(SystemFrame):
+    """Speak the replies (True), or give them as text only (False: the TTS stage reports their
+    chunks and synthesizes nothing)."""
+
+    spoken: bool
+
+
+@dataclass(slots=True, kw_only=True)
+class SpeechDetectionFrame(SystemFrame):
+    """Turn the VAD on or off (off: the client marks the speech), deciding at `threshold`."""
+
+    enabled: bool
+    threshold: float
+
+
+@dataclass(slots=True, kw_only=True)
+class TurnPolicyFrame(SystemFrame):
+    """Take turns by `policy` from now on (the turn stage)."""
+
+    policy: TurnPolicy
+
+
+@dataclass(slots=True, kw_only=True)
+class HistoryEditFrame(SystemFrame):
+    """An edit of the conversation the LLM reads next, applied by the LLM stage, which keeps
+    the history. An edit of a message that is gone does nothing."""
+
+
+@dataclass(slots=True, kw_only=True)
+class HistoryAddFrame(HistoryEditFrame):
+    """Add a message of id `message_id`: last, or just after the message of id `after` ("":
+    first; one that is gone meanwhile: last)."""
+
+    role: Role
+    text: str
+    message_id: str
+    after: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class HistoryRemoveFrame(HistoryEditFrame):
+    """Forget the message of id `message_id`."""
+
+    message_id: str
+
+
+@dataclass(slots=True, kw_only=True)
+class HistoryTruncateFrame(HistoryEditFrame):
+    """Keep only `heard` of the message of id `message_id` (remove it if that is "")."""
+
+    message_id: str
+    heard: str
 
 
 # --- data frames -----------------------------------------------------------------------------

@@ -17,12 +17,17 @@ Role = Literal["system", "user", "assistant"]
 _ids = itertools.count(1)
 
 
+def new_message_id() -> str:
+    """A message id no other message of the process has."""
+    return f"msg_{next(_ids)}"
+
+
 @dataclass(slots=True)
 class Message:
     role: Role
     content: str
     interrupted: bool = False
-    id: str = field(default_factory=lambda: f"msg_{next(_ids)}")
+    id: str = field(default_factory=new_message_id)
     """Unique in the process: how clients of the realtime API name a conversation item."""
 
     def as_dict(self) -> dict[str, str]:
@@ -80,10 +85,12 @@ class History:
     def __init__(self) -> None:
         self.messages: list[Message] = []
 
-    def add(self, role: Role, text: str, after: str | None = None) -> Message:
+    def add(
+        self, role: Role, text: str, after: str | None = None, message_id: str | None = None
+    ) -> Message:
         """Append a message, or insert it just after the message of id `after` ("" = first);
-        KeyError for an unknown id."""
-        msg = Message(role, text)
+        KeyError for an unknown id. `message_id`: its id, if one was chosen for it already."""
+        msg = Message(role, text) if message_id is None else Message(role, text, id=message_id)
         if after is None:
             self.messages.append(msg)
         else:

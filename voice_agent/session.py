@@ -14,21 +14,20 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from voice_agent.audio.playback import PlaybackStage
 from voice_agent.audio.vad import VADStage
 from voice_agent.backbone.backbone import Backbone, Conversation
-from voice_agent.backbone.stages import ASRStage, LLMStage, TTSStage
+from voice_agent.backbone.stages import ASRStage
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
 from voice_agent.events import CLIENT_MESSAGE, Event, EventBus, Subscription
-from voice_agent.frames import EndFrame, ErrorFrame, Frame
+from voice_agent.frames import Direction, EndFrame, ErrorFrame, Frame, TurnPolicyFrame
 from voice_agent.history import History
 from voice_agent.persona import Persona
-from voice_agent.pipeline import Pipeline, Stage
+from voice_agent.pipeline import DOWN, Pipeline, Stage
 from voice_agent.protocol import WireEvents
 from voice_agent.tasks import TaskOwner
 from voice_agent.timeline import TurnTimeline
@@ -73,7 +72,6 @@ class Session(TaskOwner):
         self._forwarder: asyncio.Task[None] | None = None
         self.lane = engines.executor.lane(self.name)
         """This session's queue for engine calls: sessions are served in turn, not first come."""
-        self._turn_changes: dict[str, Any] = {}
         s, vad = self.settings, engines.vad
         self._vad = VADStage(vad(), s.audio.sample_rate) if vad is not None else None
         self._turns = TurnStage(
@@ -88,8 +86,6 @@ class Session(TaskOwner):
         parts = self.backbone.stages(
             Conversation(self.name, self.lane, self.history, persona, preroll_ms)
         )
-        self._llm = next((x for x in parts.reply if isinstance(x, LLMStage)), None)
-        self._tts = next((x for x in parts.reply if isinstance(x, TTSStage)), None)
         stages: list[Stage] = [
             *self._input_stages,
             *([self._vad] if self._vad is not None else []),
@@ -109,36 +105,14 @@ class Session(TaskOwner):
 
     # --- what a client may change during the session (the realtime API's session.update) ---
 
-    def set_persona(self, persona: Persona) -> None:
-        """Speak and behave as `persona` from the next reply on; ValueError if its voice's
-        engine is not loaded."""
-        if self._llm is not None and self._tts is not None:
-            tts = self.engines.tts_for(persona)
-            self._llm.persona = self._tts.persona = persona
-            self._tts.engine = tts
-        self.persona = persona
-        self.set_turn_policy()
-
-    def set_turn_policy(self, **changes: Any) -> None:
-        """Override fields of the turn policy (`TurnPolicy`); they outlive a change of persona."""
-        self._turn_changes.update(changes)
-        self._turns.policy = replace(
-            TurnPolicy.of(self.settings, self.persona), **self._turn_changes
-        )
-
-    def set_speech_detection(self, enabled: bool, threshold: float | None = None) -> None:
-        """Turn the VAD on or off (off: the client marks the speech), at a threshold."""
-        if self._vad is not None:
-            self._vad.enabled = enabled
-            self._vad.activity.threshold = (
-                self.settings.vad.confirm_threshold if threshold is None else threshold
-            )
-
-    def set_spoken(self, spoken: bool) -> None:
-        """Speak replies (True), or give them as text only (False: no synthesis, no audio; not
-        with a remote backbone, which speaks)."""
-        if self._tts is not None:
-            self._tts.speak = spoken
+    def change(self, frame: Frame, direction: Direction = DOWN) -> None:
+        """Send a client's change (a setting, an edit of the history: the frames of
+        `voice_agent.frames` for them) into the pipeline, whose stage that keeps the state
+        applies it. An edit that must follow what playback reports goes `UP`, in at the output
+        end, behind that report."""
+        if isinstance(frame, TurnPolicyFrame):  # until TurnStage applies the frame itself
+            self._turns.policy = frame.policy
+        self.pipeline.queue(frame, direction)
 
     @property
     def id(self) -> str:

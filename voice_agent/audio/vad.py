@@ -62,6 +62,7 @@ from voice_agent.frames import (
     FalseOnsetFrame,
     Frame,
     InputAudioFrame,
+    SpeechDetectionFrame,
     SpeechOnsetFrame,
     TranscriptRequestFrame,
     UserStartedSpeakingFrame,
@@ -315,7 +316,8 @@ class VADStage(Stage):
     `SpeechOnsetFrame`, `FalseOnsetFrame`, `UserStartedSpeakingFrame` and
     `UserStoppedSpeakingFrame`. Their timestamps are backdated from now by the audio after the
     event's position. Every other frame passes through unchanged. While `enabled` is False
-    (a client that marks its turns itself) the audio passes and no event is sent.
+    (a client that marks its turns itself) the audio passes and no event is sent; a
+    `SpeechDetectionFrame` sets `enabled` and the threshold.
 
     The VAD runs inline on the event loop: a 32 ms window costs at most about 0.14 ms (the
     gate 0.003 ms a frame, Silero 0.125 ms, only on voiced windows), so one second of speech
@@ -344,6 +346,9 @@ class VADStage(Stage):
         self._enabled = on
 
     async def process(self, frame: Frame, direction: Direction) -> None:
+        if isinstance(frame, SpeechDetectionFrame):
+            self.enabled = frame.enabled
+            self.activity.threshold = frame.threshold
         if isinstance(frame, EndFrame) and self.activity.speaking and self._enabled:
             # The input ends mid-speech: close the stretch, so that its words are not lost.
             self.emit("user_stopped_speaking", speech_end_ms_ago=0, silence_ms=0)

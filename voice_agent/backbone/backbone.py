@@ -57,6 +57,10 @@ class Backbone(Protocol):
         """The stages of one session. A backbone that connects per session (the remote one)
         gives its connection to these stages, whose cleanup closes it."""
 
+    def tts_for(self, persona: Persona) -> TTSEngine | None:
+        """The engine that would speak as `persona`; None when the backbone speaks itself (a
+        remote service). ValueError if that engine is not loaded."""
+
     async def aclose(self) -> None:
         """Release what this backbone holds for its session (safe to call twice)."""
 
@@ -68,8 +72,7 @@ class LocalBackbone:
         self, llm: LLMEngine, tts_for: Callable[[Persona], TTSEngine], settings: Settings
     ) -> None:
         self.llm = llm
-        self.tts_for = tts_for
-        """The TTS engine that speaks with a persona's voice (ValueError if none is loaded)."""
+        self._tts_for = tts_for
         self.settings = settings
 
     def stages(self, conversation: Conversation) -> BackboneStages:
@@ -83,13 +86,16 @@ class LocalBackbone:
         )
         llm = LLMStage(self.llm, c.lane, c.persona, params, s.llm.context_tokens, c.history)
         tts = TTSStage(
-            self.tts_for(c.persona),
+            self._tts_for(c.persona),
             c.lane,
             c.persona,
             s.tts.first_clause_max_chars,
             normalize_for_speech,
         )
         return BackboneStages(reply=[llm, tts])
+
+    def tts_for(self, persona: Persona) -> TTSEngine:
+        return self._tts_for(persona)
 
     async def aclose(self) -> None:
         """Nothing to release: the engines are the server's."""

@@ -98,6 +98,10 @@ class RemoteBackbone:
             reply=[RemoteReplyStage(self.conn, self.timeout_s)],
         )
 
+    def tts_for(self, persona: Persona) -> None:
+        """None: the remote speaks."""
+        return None
+
     async def aclose(self) -> None:
         """Close the connection (for a backbone whose stages never ran; safe to call twice)."""
         await self.conn.close()

@@ -7,6 +7,7 @@ between two tokens.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,12 +23,18 @@ from voice_agent.frames import (
     DataFrame,
     Direction,
     Frame,
+    HistoryAddFrame,
+    HistoryEditFrame,
+    HistoryRemoveFrame,
+    HistoryTruncateFrame,
     InputAudioFrame,
     LLMResponseEndFrame,
     LLMResponseStartFrame,
     LLMTextFrame,
+    PersonaChangeFrame,
     PlaybackInterruptedFrame,
     ResponseRequestFrame,
+    SpokenRepliesFrame,
     TranscriptionFrame,
     TranscriptRequestFrame,
     TTSAudioFrame,
@@ -158,7 +165,8 @@ _SENTENCE = re.compile(r"[.!?](\s|$)")
 class LLMStage(Stage):
     """Keeps the history; answers each user turn with a streamed reply (or, for a turn that
     does not ask for one, when a `ResponseRequestFrame` comes). Every message it adds is an
-    event with the message's id: `user_message`, and `llm_done` for the reply."""
+    event with the message's id: `user_message`, and `llm_done` for the reply. A client's
+    `HistoryEditFrame`s edit the history, and a `PersonaChangeFrame` changes the persona."""
 
     def __init__(
         self,
@@ -233,8 +241,27 @@ class LLMStage(Stage):
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._reply_open = False
             await self.push(frame, direction)
+        elif isinstance(frame, HistoryEditFrame):
+            self._edit(frame)
+            await self.push(frame, direction)
+        elif isinstance(frame, PersonaChangeFrame):
+            self.persona = frame.persona
+            await self.push(frame, direction)
         else:
             await self.push(frame, direction)
+
+    def _edit(self, frame: HistoryEditFrame) -> None:
+        history = self.history
+        if isinstance(frame, HistoryAddFrame):
+            try:
+                history.add(frame.role, frame.text, frame.after, frame.message_id)
+            except KeyError:  # its place is gone since the client chose it: it goes last
+                history.add(frame.role, frame.text, None, frame.message_id)
+        with contextlib.suppress(KeyError):  # gone already (a reply nothing of was heard)
+            if isinstance(frame, HistoryRemoveFrame):
+                history.remove(frame.message_id)
+            elif isinstance(frame, HistoryTruncateFrame):
+                history.truncate(history.find(frame.message_id), frame.heard)
 
     async def _respond(self) -> None:
         budget = self.context_tokens - self.params.max_tokens
@@ -289,7 +316,8 @@ class TTSStage(Stage):
     """Speaks the reply chunk by chunk, each audio frame tagged with the text it carries.
 
     With `speak` False the reply is text only: its chunks are reported (`tts_chunk` events),
-    and nothing is synthesized."""
+    and nothing is synthesized. A `PersonaChangeFrame` changes the voice (and the engine), a
+    `SpokenRepliesFrame` sets `speak`."""
 
     def __init__(
         self,
@@ -326,6 +354,14 @@ class TTSStage(Stage):
                 await self._speak(rest)
             await self.push(frame, direction)
             await self.push(TTSStoppedFrame())
+        elif isinstance(frame, PersonaChangeFrame):
+            self.persona = frame.persona
+            if frame.tts is not None:
+                self.engine = frame.tts
+            await self.push(frame, direction)
+        elif isinstance(frame, SpokenRepliesFrame):
+            self.speak = frame.spoken
+            await self.push(frame, direction)
         else:
             await self.push(frame, direction)
 

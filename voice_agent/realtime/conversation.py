@@ -15,11 +15,15 @@ server events a Realtime client expects:
 
 Item ids are ours (`item_...`); each maps to the message of the session's History it stands
 for, so `delete` and `truncate` act on what the LLM will read next.
+
+The conversation is protocol logic only: it knows of its session what a `SessionLink` gives it,
+and acts on it through frames (the ones `on_audio` and `on_client_event` return, which go in
+with the client's audio, and the changes and history edits it hands to `SessionLink.change`)
+and through `SessionLink.interrupt`.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -27,14 +31,20 @@ from typing import Any
 from voice_agent.events import Event
 from voice_agent.frames import (
     CommitTurnFrame,
+    Direction,
     DiscardTurnFrame,
     Frame,
+    HistoryAddFrame,
+    HistoryEditFrame,
+    HistoryRemoveFrame,
+    HistoryTruncateFrame,
     ResponseRequestFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
+from voice_agent.history import new_message_id
 from voice_agent.persona import PersonaStore
-from voice_agent.realtime.config import RealtimeConfig
+from voice_agent.realtime.config import RealtimeConfig, SessionLink
 from voice_agent.realtime.items import Item, Reply, Response, new_id
 from voice_agent.realtime.schema import (
     RATE,
@@ -44,7 +54,6 @@ from voice_agent.realtime.schema import (
     message_text,
     session_changes,
 )
-from voice_agent.session import Session
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -54,7 +63,7 @@ class RealtimeConversation:
 
     def __init__(
         self,
-        session: Session,
+        link: SessionLink,
         personas: PersonaStore,
         send: Send,
         *,
@@ -62,10 +71,10 @@ class RealtimeConversation:
         beta: bool = False,
         max_buffer_ms: float = 60_000,
     ) -> None:
-        self.session = session
+        self.link = link
         self.personas = personas
         self.send = send
-        self.config = RealtimeConfig(session, personas, model=model, beta=beta)
+        self.config = RealtimeConfig(link, personas, model=model, beta=beta)
         self.beta = beta
         self.max_buffer_ms = max_buffer_ms
         self.input_ms = 0.0
@@ -85,6 +94,9 @@ class RealtimeConversation:
         """Replies being made, oldest first: the first is the response's (or will be, when its
         audio goes out); a later one is made while the first plays (it was not interrupted)."""
         self._truncate_after: tuple[str, int] | None = None
+        self._gone: set[str] = set()
+        """History messages that are gone, though items still stand for them (replies cut or
+        truncated to nothing): nothing can be placed after them."""
 
     # --- client events ---------------------------------------------------------------------
 
@@ -96,9 +108,9 @@ class RealtimeConversation:
         the pipeline, in order. `RealtimeError` for an event that cannot be acted on."""
         kind = event["type"]
         if kind == "session.update":
-            self._update(session_changes(event))
+            frames = self._update(session_changes(event))
             self.send({"type": "session.updated", "session": self.config.as_json()})
-            return []
+            return frames
         if kind == "input_audio_buffer.commit":
             return self._commit()
         if kind == "input_audio_buffer.clear":
@@ -119,7 +131,7 @@ class RealtimeConversation:
         if kind == "response.cancel":
             if self._response is None:
                 raise RealtimeError("response_cancel_not_active", "no response is in progress")
-            self.session.pipeline.interrupt("response.cancel")
+            self.link.interrupt("response.cancel")
             return []
         raise RealtimeError("unknown_event", f"unknown event type {kind!r}", "type")
 
@@ -142,13 +154,14 @@ class RealtimeConversation:
             return [UserStartedSpeakingFrame()]
         return []
 
-    def _update(self, changes: SessionChanges) -> None:
+    def _update(self, changes: SessionChanges) -> list[Frame]:
         manual = self.config.turn_detection is None
-        self.config.apply(changes)
+        for frame in self.config.apply(changes):
+            self.link.change(frame, Direction.DOWNSTREAM)
         if manual and self.config.turn_detection is not None and self._buffer_ms:
-            self.session.pipeline.queue(UserStoppedSpeakingFrame())  # the client's stretch ends
-            self.session.pipeline.queue(DiscardTurnFrame())
             self._buffer_ms, self._user = 0.0, None
+            return [UserStoppedSpeakingFrame(), DiscardTurnFrame()]  # the client's stretch ends
+        return []
 
     def _commit(self) -> list[Frame]:
         if self.config.turn_detection is None:
@@ -180,24 +193,22 @@ class RealtimeConversation:
             after = ""
         elif previous is not None:
             after = self._message_of(self._item(previous, "previous_item_id"))
+            if after in self._gone:
+                raise RealtimeError(
+                    "item_not_found", f"item {previous!r} has no place in the conversation"
+                )
         given = item_json.get("id") if isinstance(item_json, dict) else None
         item_id = given if isinstance(given, str) and given and given not in self._items else None
         kind = "input_text" if role in ("user", "system") else "output_text"
         item = Item(item_id or new_id("item"), role, kind, transcript=text)
-        try:
-            message = self.session.history.add(role, text, after)
-        except KeyError:
-            raise RealtimeError(
-                "item_not_found", f"item {previous!r} has no place in the conversation"
-            ) from None
-        item.message = message.id
+        item.message = new_message_id()
+        self._edit(HistoryAddFrame(role=role, text=text, message_id=item.message, after=after))
         self._announce(item, previous if previous is not None else self._last_item)
 
     def _delete_item(self, item_id: str) -> None:
         item = self._item(item_id, "item_id")
         if item.message is not None:
-            with contextlib.suppress(KeyError):  # gone already: a reply nothing of was heard
-                self.session.history.remove(item.message)
+            self._edit(HistoryRemoveFrame(message_id=item.message))
         del self._items[item_id]
         self.send({"type": "conversation.item.deleted", "item_id": item_id})
 
@@ -215,19 +226,20 @@ class RealtimeConversation:
             )
         if self._response is not None and self._response.item is item:
             self._truncate_after = (item_id, audio_end_ms)
-            self.session.pipeline.interrupt("truncated")  # applied once the reply has stopped
+            self.link.interrupt("truncated")  # applied once the reply has stopped
             return
         self._apply_truncate(item, audio_end_ms)
 
-    def _apply_truncate(self, item: Item, audio_end_ms: int) -> None:
+    def _apply_truncate(self, item: Item, audio_end_ms: int, *, after_cut: bool = False) -> None:
+        """Keep the part of `item` that `audio_end_ms` of its audio says. `after_cut`: its reply
+        was just cut, and playback's report of what was heard truncates it first."""
         words = item.transcript.split()
         keep = int(len(words) * min(1.0, audio_end_ms / item.audio_ms)) if item.audio_ms else 0
         item.transcript = " ".join(words[:keep])
         item.audio_ms = float(audio_end_ms)
         if item.message is not None:
-            history = self.session.history
-            with contextlib.suppress(KeyError):
-                history.truncate(history.find(item.message), item.transcript)
+            edit = HistoryTruncateFrame(message_id=item.message, heard=item.transcript)
+            self._edit(edit, Direction.UPSTREAM if after_cut else Direction.DOWNSTREAM)
         self.send(
             {
                 "type": "conversation.item.truncated",
@@ -264,6 +276,12 @@ class RealtimeConversation:
             self._user_message(int(data.get("turn", 0)), str(data["id"]))
         elif kind == "turn_retracted":
             self._forget_messages(set(data.get("ids", [])))
+        elif (
+            kind == "history_truncated"
+            and data.get("id")
+            and not str(data.get("heard", "")).strip()
+        ):
+            self._gone.add(str(data["id"]))  # a reply nothing of was heard: removed
         elif kind == "end_of_turn":
             self._user_turn_ended(int(data.get("turn", 0)), str(data.get("text", "")))
         elif kind == "turn_discarded":
@@ -505,9 +523,17 @@ class RealtimeConversation:
             item_id, end_ms = self._truncate_after
             self._truncate_after = None
             if item_id == item.id:
-                self._apply_truncate(item, min(end_ms, round(item.audio_ms)))
+                self._apply_truncate(item, min(end_ms, round(item.audio_ms)), after_cut=True)
 
     # --- items and the session object --------------------------------------------------------
+
+    def _edit(self, frame: HistoryEditFrame, direction: Direction = Direction.DOWNSTREAM) -> None:
+        """Have the session's History edited. After a cut, the edit goes in at the output end
+        (`UPSTREAM`), behind playback's report of what was heard, which truncates the reply:
+        the client's edit must not run ahead of that."""
+        if isinstance(frame, HistoryTruncateFrame) and not frame.heard.strip():
+            self._gone.add(frame.message_id)
+        self.link.change(frame, direction)
 
     def _announce(self, item: Item, previous: str | None) -> None:
         self._items[item.id] = item

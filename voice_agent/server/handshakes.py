@@ -34,6 +34,7 @@ from voice_agent.protocol import (
     parse_client_message,
     usable_candidates,
 )
+from voice_agent.realtime.config import SessionLink
 from voice_agent.realtime.conversation import RealtimeConversation
 from voice_agent.session import Session
 from voice_agent.transports.base import Transport
@@ -146,7 +147,12 @@ async def realtime(peer: Peer) -> Handshake:
     async def hello(session: Session) -> None:
         max_ms = 1000.0 * peer.settings.audio.max_turn_s
         conversation = RealtimeConversation(
-            session, peer.personas, transport.send, model=model, beta=beta, max_buffer_ms=max_ms
+            SessionLink.of(session),
+            peer.personas,
+            transport.send,
+            model=model,
+            beta=beta,
+            max_buffer_ms=max_ms,
         )
         transport.attach(conversation)
 
