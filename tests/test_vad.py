@@ -15,6 +15,7 @@ from tests.speech import silence_16k, speech_16k
 from voice_agent.audio import vad
 from voice_agent.audio.pcm import audible
 from voice_agent.audio.vad import SileroVAD, VadEvent, VADStage, VoiceActivity, load_vad
+from voice_agent.audio.vad import stage as vad_stage
 from voice_agent.config import VadSettings
 from voice_agent.frames import (
     PCM,
@@ -187,7 +188,7 @@ async def test_the_stage_passes_audio_on_and_follows_it_with_speech_frames(
     # the clock of a live microphone: now is when the last sample fed was captured
     t0 = 10**12
     clock = SimpleNamespace(monotonic_ns=lambda: t0 + activity.samples * 10**9 // RATE)
-    monkeypatch.setattr(vad, "time", clock)
+    monkeypatch.setattr(vad_stage, "time", clock)
     out: list[Frame] = []
     events: list[tuple[str, dict[str, Any]]] = []
     pipeline = Pipeline(
