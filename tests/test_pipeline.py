@@ -107,6 +107,33 @@ async def test_a_failing_stage_reports_upstream_and_keeps_working() -> None:
     assert [f.text for f in run.of(LLMTextFrame)] == ["good"]
 
 
+async def test_a_failure_that_carries_its_own_code_is_reported_with_it() -> None:
+    class Throttled(Exception):
+        code = "throttled"
+
+    class Numbered(TimeoutError):
+        code = 504  # not a str: not an ErrorFrame code
+
+    failures = {
+        "full": BusyError("3 engine calls already waiting"),
+        "throttled": Throttled("slow down"),
+        "numbered": Numbered("gateway"),
+        "empty": type("Empty", (Exception,), {"code": ""})("no code"),
+    }
+
+    class Failing(Stage):
+        async def process(self, frame: Frame, direction: Direction) -> None:
+            if isinstance(frame, LLMTextFrame):
+                raise failures[frame.text]
+            await self.push(frame, direction)
+
+    run = await run_stages(Failing("failing"), frames=[LLMTextFrame(text=k) for k in failures])
+    errors = run.of(ErrorFrame, UP)
+    assert [f.code for f in errors] == ["busy", "throttled", "timeout", "engine"]
+    assert errors[0].message.startswith("the server is busy (3 engine calls already waiting)")
+    assert errors[1].message == "Throttled: slow down"
+
+
 async def test_upstream_frames_reach_the_owner_and_stop_leaves_no_task() -> None:
     before = asyncio.all_tasks()
     async with StageRun(Recorder(), Recorder("r2")) as run:

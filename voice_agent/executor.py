@@ -60,6 +60,9 @@ class Priority(IntEnum):
 class BusyError(RuntimeError):
     """Too many engine calls are waiting; the caller should answer 'busy'."""
 
+    code = "busy"
+    """The `ErrorFrame.code` a stage that fails with it reports."""
+
 
 class Runner(Protocol):
     """What stages call engines through: an `EngineExecutor` or one of its lanes."""

@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from voice_agent.executor import BusyError
 from voice_agent.frames import (
     CancelFrame,
     ControlFrame,
@@ -218,9 +217,11 @@ class Stage(TaskOwner):
 
 
 def error_code(exc: BaseException) -> str:
-    """The `ErrorFrame.code` of a failure: `busy`, `timeout` or `engine`."""
-    if isinstance(exc, BusyError):
-        return "busy"
+    """The `ErrorFrame.code` of a failure: the exception's own `code` if it is a non-empty str
+    (a full executor's ``busy``, say), else `timeout` or `engine`."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code:
+        return code
     if isinstance(exc, TimeoutError):
         return "timeout"
     return "engine"
