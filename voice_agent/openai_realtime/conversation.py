@@ -3,7 +3,7 @@
 The client's events become what our pipeline understands, and the session's events become the
 server events a Realtime client expects:
 
-- `session.update` goes to `RealtimeConfig` (realtime/config.py): persona, voice, turn
+- `session.update` goes to `RealtimeConfig` (openai_realtime/config.py): persona, voice, turn
   detection, modalities.
 - A user turn is an item: `speech_started` when the turn opens (never for a backchannel that
   does not interrupt), `speech_stopped`, `committed`, `conversation.item.created` and the
@@ -43,10 +43,9 @@ from voice_agent.frames import (
     UserStoppedSpeakingFrame,
 )
 from voice_agent.history import new_message_id
-from voice_agent.persona import PersonaStore
-from voice_agent.realtime.config import RealtimeConfig, SessionLink
-from voice_agent.realtime.items import Item, Reply, Response, new_id
-from voice_agent.realtime.schema import (
+from voice_agent.openai_realtime.config import RealtimeConfig, SessionLink
+from voice_agent.openai_realtime.items import Item, Reply, Response, new_id
+from voice_agent.openai_realtime.schema import (
     RATE,
     RealtimeError,
     SessionChanges,
@@ -54,6 +53,7 @@ from voice_agent.realtime.schema import (
     message_text,
     session_changes,
 )
+from voice_agent.persona import PersonaStore
 
 Send = Callable[[dict[str, Any]], None]
 
