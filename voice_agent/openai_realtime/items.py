@@ -49,6 +49,7 @@ class Item:
     status: str = "completed"
 
     def as_json(self) -> dict[str, Any]:
+        """The item as the client sees it."""
         key = "transcript" if "audio" in self.kind else "text"
         return {
             "id": self.id,
