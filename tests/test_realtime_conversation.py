@@ -29,10 +29,10 @@ from voice_agent.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
+from voice_agent.openai_realtime.config import SessionLink
+from voice_agent.openai_realtime.conversation import RealtimeConversation
+from voice_agent.openai_realtime.schema import RATE, RealtimeError
 from voice_agent.persona import Persona, PersonaStore
-from voice_agent.realtime.config import SessionLink
-from voice_agent.realtime.conversation import RealtimeConversation
-from voice_agent.realtime.schema import RATE, RealtimeError
 from voice_agent.turns import TurnPolicy
 
 DOWN, UP = Direction.DOWNSTREAM, Direction.UPSTREAM

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.test_protocol import json_values
-from voice_agent.realtime.schema import (
+from voice_agent.openai_realtime.schema import (
     CLIENT_EVENTS,
     RealtimeError,
     audio_of,

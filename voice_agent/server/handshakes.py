@@ -24,6 +24,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from voice_agent.config import Settings
+from voice_agent.openai_realtime.config import SessionLink
+from voice_agent.openai_realtime.conversation import RealtimeConversation
 from voice_agent.persona import Persona, PersonaStore
 from voice_agent.protocol import (
     Bye,
@@ -34,8 +36,6 @@ from voice_agent.protocol import (
     parse_client_message,
     usable_candidates,
 )
-from voice_agent.realtime.config import SessionLink
-from voice_agent.realtime.conversation import RealtimeConversation
 from voice_agent.session import Session
 from voice_agent.transports.base import Transport
 from voice_agent.transports.pcm import PcmTransport

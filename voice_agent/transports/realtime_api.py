@@ -4,7 +4,7 @@ The socket carries JSON events both ways. `input_audio_buffer.append` brings bas
 24 kHz, resampled on the way in to the pipeline's rate by one streaming resampler; the reply's
 audio goes back as `response.output_audio.delta` events of 20 ms, paced in real time by
 playback (so a barge-in stops it within a frame, and the server knows what was heard). What
-the events mean is `voice_agent.realtime.conversation`'s business; this module moves bytes.
+the events mean is `voice_agent.openai_realtime.conversation`'s business; this module moves bytes.
 
 A client event that is malformed, unknown or cannot be acted on gets an `error` event and the
 session goes on, as the API does. Everything sent goes through one bounded queue, in order; a
@@ -30,8 +30,8 @@ from websockets.exceptions import ConnectionClosed
 
 from voice_agent.events import Event
 from voice_agent.frames import PCM, Frame, InputAudioFrame
-from voice_agent.realtime.conversation import RealtimeConversation
-from voice_agent.realtime.schema import (
+from voice_agent.openai_realtime.conversation import RealtimeConversation
+from voice_agent.openai_realtime.schema import (
     BETA_NAMES,
     RATE,
     RealtimeError,

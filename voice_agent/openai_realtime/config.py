@@ -28,14 +28,14 @@ from voice_agent.frames import (
     SpokenRepliesFrame,
     TurnPolicyFrame,
 )
-from voice_agent.persona import Persona, PersonaStore, Voice
-from voice_agent.realtime.schema import (
+from voice_agent.openai_realtime.schema import (
     RATE,
     Modality,
     RealtimeError,
     SessionChanges,
     TurnDetection,
 )
+from voice_agent.persona import Persona, PersonaStore, Voice
 from voice_agent.turns import TurnPolicy
 
 if TYPE_CHECKING:
