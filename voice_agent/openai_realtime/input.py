@@ -36,8 +36,6 @@ class UserInput:
         self._items = items
         self._send = send
         self._max_buffer_ms = max_buffer_ms
-        self.input_ms = 0.0
-        """Audio the client has appended, in ms."""
         self._speech_ms = (0, 0)
         """Where the last speech the VAD heard began and ended, in ms of the input audio."""
         self._buffer_ms = 0.0
@@ -52,7 +50,6 @@ class UserInput:
     def on_audio(self, samples: int) -> list[Frame]:
         """`samples` of audio (at 24 kHz) were appended; frames to send before that audio."""
         ms = 1000.0 * samples / RATE
-        self.input_ms += ms
         if self._config.turn_detection is not None:
             return []
         if self._buffer_ms + ms > self._max_buffer_ms:
