@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
@@ -19,6 +20,8 @@ from voice_agent.executor import EngineExecutor
 from voice_agent.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    CommitTurnFrame,
+    DiscardTurnFrame,
     DuckOutputFrame,
     EndFrame,
     EndOfTurnFrame,
@@ -26,6 +29,7 @@ from voice_agent.frames import (
     Frame,
     InputAudioFrame,
     InterruptionFrame,
+    ResponseRequestFrame,
     SpeechOnsetFrame,
     TranscriptionFrame,
     TranscriptRequestFrame,
@@ -84,7 +88,7 @@ class Harness:
         await self.audio(ms - 120)
         scored = self.kinds().count("turn_model")
         await self.send(UserStoppedSpeakingFrame(), TranscriptionFrame(text=text))
-        if self.stage.turn_model is not None and self.stage._open:
+        if self.stage.turn_model is not None and self.stage.turn_open:
             await self.until(lambda: self.kinds().count("turn_model") > scored)
 
     async def speak_over_the_reply(self, ms: int) -> None:
@@ -463,3 +467,60 @@ async def test_a_stop_without_a_start_is_ignored() -> None:
         await h.utterance("Hello.")
         await h.audio(400)
         assert [e.reason for e in h.of(EndOfTurnFrame)] == ["silence"]
+
+
+CLIENT = replace(POLICY, auto_end=False, auto_reply=False, barge_in=False)
+"""A realtime client that decides its turns and asks for its replies."""
+
+
+async def test_a_committed_turn_ends_with_its_transcript_and_a_reply_asked_meanwhile_follows() -> (
+    None
+):
+    async with Harness(POLICY, score=0.97) as h:
+        h.stage.policy = CLIENT  # as the session's set_turn_policy does
+        await h.send(SpeechOnsetFrame())
+        await h.audio(120)
+        await h.send(UserStartedSpeakingFrame())
+        await h.audio(480)
+        await h.send(UserStoppedSpeakingFrame(), TranscriptionFrame(text="Book a table."))
+        await h.audio(2000)
+        assert not h.of(EndOfTurnFrame) and not h.of(UserTurnFrame)
+        await h.speak_over_the_reply(600)  # barge_in off: a turn of its own, no duck
+        await h.send(UserStoppedSpeakingFrame(), CommitTurnFrame(), ResponseRequestFrame())
+        assert not h.of(EndOfTurnFrame) and not h.of(ResponseRequestFrame)  # transcript due
+        await h.send(TranscriptionFrame(text="For two."))
+        (turn,) = h.of(UserTurnFrame)
+        assert (turn.text, turn.turn, turn.respond) == ("Book a table. For two.", 1, False)
+        assert [e.reason for e in h.of(EndOfTurnFrame)] == ["committed"]
+        assert len(h.of(ResponseRequestFrame)) == 1
+        assert not h.of(DuckOutputFrame) and not h.of(InterruptionFrame)
+        assert "turn_model" not in h.kinds()
+
+
+async def test_a_discarded_turn_drops_the_reply_asked_for_its_commit() -> None:
+    async with Harness(CLIENT) as h:
+        await h.send(SpeechOnsetFrame())
+        await h.audio(120)
+        await h.send(UserStartedSpeakingFrame())
+        await h.audio(480)
+        await h.send(UserStoppedSpeakingFrame(), CommitTurnFrame(), ResponseRequestFrame())
+        await h.send(DiscardTurnFrame(), TranscriptionFrame(text="Never mind."))
+        assert "turn_discarded" in h.kinds()
+        await h.send(CommitTurnFrame())  # nothing to commit, no request held for it
+        assert not h.of(ResponseRequestFrame) and not h.of(UserTurnFrame)
+        await h.send(ResponseRequestFrame())  # asked with no commit waiting: it passes
+        assert len(h.of(ResponseRequestFrame)) == 1
+
+
+async def test_the_end_of_input_waits_for_the_last_transcript() -> None:
+    async with Harness(POLICY) as h:
+        await h.send(SpeechOnsetFrame())
+        await h.audio(120)
+        await h.send(UserStartedSpeakingFrame())
+        await h.audio(480)
+        await h.send(UserStoppedSpeakingFrame(), EndFrame())
+        assert not h.of(EndOfTurnFrame)  # its transcript is still due
+        await h.send(TranscriptionFrame(text="Goodbye."))
+        assert [e.reason for e in h.of(EndOfTurnFrame)] == ["input ended"]
+        assert [t.text for t in h.of(UserTurnFrame)] == ["Goodbye."]
+        assert isinstance(h.out[-1], EndFrame)
