@@ -326,11 +326,11 @@ async def test_a_clients_changes_are_applied_by_the_stages_that_keep_the_state()
         s.change(PersonaChangeFrame(persona=terse, tts=second_voice))
         policy = replace(s._turns.policy, barge_in=False)
         s.change(TurnPolicyFrame(policy=policy))
-        assert s._turns.policy is policy
         transport.say()
         await next_event(events, "bot_stopped_speaking")
         transport.hang_up()
         await asyncio.wait_for(s.run(), 5)
+    assert s._turns.policy is policy
     assert [(m.id, m.content) for m in s.history.messages[:2]] == [("m1", "first"), ("m3", "last")]
     assert llm.prompts[0][0] == {"role": "system", "content": "Be terse."}
     assert first_voice.spoken == [] and second_voice.spoken == ["It is sunny."]

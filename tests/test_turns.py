@@ -33,6 +33,7 @@ from voice_agent.frames import (
     SpeechOnsetFrame,
     TranscriptionFrame,
     TranscriptRequestFrame,
+    TurnPolicyFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
     UserTurnFrame,
@@ -477,7 +478,8 @@ async def test_a_committed_turn_ends_with_its_transcript_and_a_reply_asked_meanw
     None
 ):
     async with Harness(POLICY, score=0.97) as h:
-        h.stage.policy = CLIENT  # as the session's set_turn_policy does
+        await h.send(TurnPolicyFrame(policy=CLIENT))  # as a realtime client's session.update
+        assert h.stage.policy is CLIENT and h.of(TurnPolicyFrame)  # applied, and passed on
         await h.send(SpeechOnsetFrame())
         await h.audio(120)
         await h.send(UserStartedSpeakingFrame())

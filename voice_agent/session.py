@@ -24,7 +24,7 @@ from voice_agent.backbone.stages import ASRStage
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
 from voice_agent.events import CLIENT_MESSAGE, Event, EventBus, Subscription
-from voice_agent.frames import Direction, EndFrame, ErrorFrame, Frame, TurnPolicyFrame
+from voice_agent.frames import Direction, EndFrame, ErrorFrame, Frame
 from voice_agent.history import History
 from voice_agent.persona import Persona
 from voice_agent.pipeline import DOWN, Pipeline, Stage
@@ -110,8 +110,6 @@ class Session(TaskOwner):
         `voice_agent.frames` for them) into the pipeline, whose stage that keeps the state
         applies it. An edit that must follow what playback reports goes `UP`, in at the output
         end, behind that report."""
-        if isinstance(frame, TurnPolicyFrame):  # until TurnStage applies the frame itself
-            self._turns.policy = frame.policy
         self.pipeline.queue(frame, direction)
 
     @property

@@ -18,7 +18,7 @@
   the whole turn `replaces` it under a new id (the LLM stage drops the earlier one from the
   history). Speech that starts after the end of turn, before the reply is heard and within
   `unfinished_silence_ms`, also *reopens* the turn.
-- **Client-decided turns** (the realtime API, `voice_agent/realtime/`). With the policy's
+- **Client-decided turns** (the realtime API, `voice_agent/openai_realtime/`). With the policy's
   `auto_end` off, a turn ends only when the client commits it (`commit`, once its transcripts
   are in), and `discard` forgets it and the transcripts its speech has still to yield; with
   `auto_reply` off, an ended turn joins the conversation unanswered (`respond` False) until the

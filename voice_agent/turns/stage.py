@@ -39,6 +39,7 @@ from voice_agent.frames import (
     SystemFrame,
     TranscriptionFrame,
     TranscriptRequestFrame,
+    TurnPolicyFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
     UserTurnFrame,
@@ -142,6 +143,9 @@ class TurnStage(Stage):
             self._carry_out(taker.commit())
         elif isinstance(frame, DiscardTurnFrame):
             self._carry_out(taker.discard())
+        elif isinstance(frame, TurnPolicyFrame):
+            self.policy = frame.policy
+            await self.push(frame, direction)
         elif isinstance(frame, ResponseRequestFrame) and taker.commit_pending:
             self._requests.append(frame)
         elif isinstance(frame, EndFrame):
