@@ -6,21 +6,21 @@ test_conversation.py.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from dataclasses import replace
-from typing import TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
 from tests.fakes import persona
+from tests.stagerun import DrainFrame, StageRun, until
 from voice_agent.config import Settings
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     CommitTurnFrame,
+    Direction,
     DiscardTurnFrame,
     DuckOutputFrame,
     EndFrame,
@@ -31,6 +31,7 @@ from voice_agent.frames import (
     InterruptionFrame,
     ResponseRequestFrame,
     SpeechOnsetFrame,
+    SystemFrame,
     TranscriptionFrame,
     TranscriptRequestFrame,
     TurnPolicyFrame,
@@ -38,49 +39,86 @@ from voice_agent.frames import (
     UserStoppedSpeakingFrame,
     UserTurnFrame,
 )
-from voice_agent.pipeline import UP, Pipeline
+from voice_agent.pipeline import UP
 from voice_agent.turns import TurnPolicy, TurnStage, hangs, takes_the_floor, words
 
 RATE = 16000
 F = TypeVar("F", bound=Frame)
 
 
+class WatchedTurnStage(TurnStage):
+    """A `TurnStage` that notes the frame it is handling (for a frame it holds back)."""
+
+    handling: Frame | None = None
+
+    async def process(self, frame: Frame, direction: Direction) -> None:
+        self.handling = frame
+        await super().process(frame, direction)
+
+
+@dataclass(slots=True, kw_only=True)
+class Probe(SystemFrame):
+    """Passed on by the stage ahead of anything queued: it comes out while an `EndFrame` is held."""
+
+
 class Harness:
+    """A `TurnStage` under a `StageRun`, with the turn-specific steps the tests are made of.
+
+    Each step sends its frames and then waits for `settled`, so what the stage decided about
+    them has come out before the test looks; the one thing no frame marks is the turn model's
+    score, coming back from the executor's thread (`utterance` waits for its event)."""
+
     def __init__(self, policy: TurnPolicy, score: float | None = None) -> None:
-        self.out: list[Frame] = []
-        self.up: list[Frame] = []
-        self.events: list[tuple[str, dict[str, object]]] = []
         model = None if score is None else (lambda pcm: score)
-        self.stage = TurnStage(policy, EngineExecutor(workers=1), model, RATE)
-        self.pipeline = Pipeline(
-            [self.stage],
-            on_upstream=self.up.append,
-            on_downstream=self.out.append,
-            events=lambda kind, data, t: self.events.append((kind, data)),
-        )
+        self.stage = WatchedTurnStage(policy, EngineExecutor(workers=1), model, RATE)
+        self.run = StageRun(self.stage, sample_rate=RATE)
 
     async def __aenter__(self) -> Harness:
-        await self.pipeline.start()
+        await self.run.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.pipeline.stop()
-        self.stage.executor.shutdown()
+        try:
+            await self.run.__aexit__(*exc)
+        finally:
+            self.stage.executor.shutdown()
+
+    @property
+    def out(self) -> list[Frame]:
+        """Frames that came out downstream, in order (the `StartFrame` first)."""
+        return self.run.down
+
+    @property
+    def up(self) -> list[Frame]:
+        """Frames that came out upstream, in order."""
+        return self.run.up
+
+    @property
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.run.events
+
+    async def settled(self) -> None:
+        """Until every frame sent so far has been handled and what the stage sent in answer has
+        come out: a marker down (behind the frames, and behind the data frames the stage sent),
+        one up (behind the upstream frames, so the head has turned an interruption the stage
+        asked for into an `InterruptionFrame`), and one down again (behind that interruption
+        and the frames the stage held until it had passed)."""
+        await self.run.through(DrainFrame())
+        await self.run.through(DrainFrame(), direction=UP)
+        await self.run.through(DrainFrame())
 
     async def send(self, *frames: Frame) -> None:
-        for frame in frames:
-            self.pipeline.queue(frame)
-        await settle()
+        self.run.send(*frames)
+        await self.settled()
 
     async def audio(self, ms: int) -> None:
-        for _ in range(ms // 20):
-            self.pipeline.queue(InputAudioFrame(pcm=np.zeros(320, np.int16), sample_rate=RATE))
-        await settle()
+        silence = np.zeros(320, np.int16)
+        await self.send(*(InputAudioFrame(pcm=silence, sample_rate=RATE) for _ in range(ms // 20)))
 
     async def bot(self, speaking: bool) -> None:
         frame = BotStartedSpeakingFrame() if speaking else BotStoppedSpeakingFrame()
-        self.pipeline.queue(frame, UP)
-        await settle()
+        self.run.send(frame, direction=UP)
+        await self.settled()
 
     async def utterance(self, text: str, ms: int = 600) -> None:
         await self.send(SpeechOnsetFrame())
@@ -90,7 +128,9 @@ class Harness:
         scored = self.kinds().count("turn_model")
         await self.send(UserStoppedSpeakingFrame(), TranscriptionFrame(text=text))
         if self.stage.turn_model is not None and self.stage.turn_open:
-            await self.until(lambda: self.kinds().count("turn_model") > scored)
+            # the score comes back from the executor's thread: no frame of ours marks it
+            await until(lambda: self.kinds().count("turn_model") > scored)
+            await self.settled()
 
     async def speak_over_the_reply(self, ms: int) -> None:
         """The assistant speaks; the user starts talking over it and goes on for `ms`."""
@@ -100,31 +140,16 @@ class Harness:
         await self.send(UserStartedSpeakingFrame())
         await self.audio(ms - 120)
 
-    async def until(self, condition: Callable[[], bool]) -> None:
-        """Until `condition` holds (the turn model answers from a thread; a busy machine may
-        take a while), at most 5 s."""
-        for _ in range(500):
-            if condition():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("timed out")
-
     def before(self, first: type[Frame], then: type[Frame]) -> bool:
         """Whether the first `first` frame left the stage before the first `then` frame."""
         kinds = [type(f) for f in self.out]
         return kinds.index(first) < kinds.index(then)
 
     def of(self, kind: type[F]) -> list[F]:
-        return [f for f in self.out if isinstance(f, kind)]
+        return self.run.of(kind)
 
     def kinds(self) -> list[str]:
-        return [k for k, _ in self.events]
-
-
-async def settle() -> None:
-    for _ in range(30):
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.005)
+        return self.run.event_names
 
 
 POLICY = TurnPolicy(endpoint_silence_ms=500, unfinished_silence_ms=1500, pause_ms=160)
@@ -520,7 +545,11 @@ async def test_the_end_of_input_waits_for_the_last_transcript() -> None:
         await h.audio(120)
         await h.send(UserStartedSpeakingFrame())
         await h.audio(480)
-        await h.send(UserStoppedSpeakingFrame(), EndFrame())
+        await h.send(UserStoppedSpeakingFrame())
+        end = EndFrame()
+        h.run.send(end)  # not `h.send`: the stage holds it, and what is queued behind it
+        await until(lambda: h.stage.handling is end)  # no frame marks that it has taken it
+        await h.run.through(Probe())  # what it decided on taking it has come out
         assert not h.of(EndOfTurnFrame)  # its transcript is still due
         await h.send(TranscriptionFrame(text="Goodbye."))
         assert [e.reason for e in h.of(EndOfTurnFrame)] == ["input ended"]
