@@ -56,7 +56,7 @@ class Harness:
             [self.stage],
             on_upstream=self.up.append,
             on_downstream=self.out.append,
-            events=lambda kind, data, t: self.events.append((kind, data)),
+            events=lambda event: self.events.append((event.type, event.data)),
         )
 
     async def __aenter__(self) -> Harness:
