@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from voice_agent.backbone.base import GenerationParams
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
-from voice_agent.events import Event
+from voice_agent.events import Event, event_type
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import (
     PCM,
@@ -211,3 +212,8 @@ def engines(asr: FakeASR, llm: FakeLLM, tts: FakeTTS | None = None) -> Engines:
 
 def settings() -> Settings:
     return Settings()
+
+
+def make_event(kind: str, t_ms: float = 0.0, **data: Any) -> Event:
+    """The session event whose `type` is `kind`, with its fields, at `t_ms` (monotonic ms)."""
+    return event_type(kind)(**data, t_ns=int(t_ms * 1_000_000))

@@ -95,7 +95,7 @@ class StageRun:
             stages,
             on_downstream=self._came_out(self.down),
             on_upstream=self._came_out(self.up),
-            events=lambda event, data, t_ns: self.events.append((event, data)),
+            events=lambda event: self.events.append((event.type, event.data)),
         )
         self._sample_rate = sample_rate
         self._out: set[int] = set()

@@ -26,7 +26,7 @@ from voice_agent.backbone.base import ASREngine, TTSEngine
 from voice_agent.bench.room import Room
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
-from voice_agent.events import Event
+from voice_agent.events import Event, event_type
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
 from voice_agent.persona import Persona
@@ -76,7 +76,7 @@ class Conversation:
         """Until the session reports `kind` (at or after mic sample `after`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while (hit := self.room.first_event(kind, after)) is None:
+        while (hit := self.room.first_event(event_type(kind), after)) is None:
             if loop.time() > deadline:
                 raise AssertionError(f"no {kind} within {timeout_s} s; saw {self.room.kinds()}")
             await self.room.wait_ms(20)

@@ -1,49 +1,55 @@
-"""A session's event stream: bounded per consumer, never slowing the session down."""
+"""The session's events: typed, named for the wire, stamped when made."""
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
+import time
 
-from voice_agent.events import Event, EventBus
+import pytest
 
-
-async def collect(sub: object) -> list[str]:
-    return [e.type async for e in sub]  # type: ignore[attr-defined]
-
-
-async def test_each_subscriber_gets_every_event_until_the_bus_closes() -> None:
-    bus = EventBus()
-    a, b = bus.subscribe(), bus.subscribe()
-    bus.publish(Event("one"))
-    bus.publish(Event("two"))
-    bus.close()
-    bus.publish(Event("after close"))
-    assert await asyncio.wait_for(collect(a), 1) == ["one", "two"]
-    assert await asyncio.wait_for(collect(b), 1) == ["one", "two"]
-    assert await asyncio.wait_for(collect(bus.subscribe()), 1) == []  # late subscribers end at once
+from voice_agent.events import (
+    Ducked,
+    EndOfTurn,
+    Event,
+    TurnModelScore,
+    TurnStarted,
+    event_type,
+)
 
 
-async def test_a_slow_subscriber_loses_its_oldest_events_and_is_told_how_many() -> None:
-    bus = EventBus(maxsize=3)
-    sub = bus.subscribe()
-    for i in range(5):
-        bus.publish(Event(f"e{i}"))
-    assert sub.lost == 2
-    bus.close()
-    assert await asyncio.wait_for(collect(sub), 1) == ["e3", "e4"]  # e2 made room for the end
-    assert sub.lost == 3
+def test_events_serialise_with_their_name_and_time() -> None:
+    e = EndOfTurn(turn=2, reason="finished turn", t_ns=1_500_000)
+    assert e.to_json() == {
+        "type": "end_of_turn",
+        "t_ms": 1.5,
+        "turn": 2,
+        "reason": "finished turn",
+        "probability": None,
+        "text": "",
+    }
 
 
-async def test_unsubscribed_consumers_get_nothing_more() -> None:
-    bus = EventBus()
-    gone, stays = bus.subscribe(), bus.subscribe()
-    bus.unsubscribe(gone)
-    bus.publish(Event("x"))
-    bus.close()
-    assert await asyncio.wait_for(collect(stays), 1) == ["x"]
-    assert gone.lost == 0 and gone._queue.empty()
+def test_an_event_is_named_from_its_class_unless_it_says_otherwise() -> None:
+    assert TurnStarted.type == "turn_started" and TurnStarted(turn=1).type == "turn_started"
+    assert TurnModelScore.type == "turn_model" and Ducked.type == "duck"
+    assert event_type("turn_started") is TurnStarted and event_type("duck") is Ducked
+    with pytest.raises(KeyError):
+        event_type("no_such_event")
 
 
-def test_events_serialise_with_their_time() -> None:
-    e = Event("turn", {"ms": 12}, t_ns=1_500_000)
-    assert e.to_json() == {"type": "turn", "t_ms": 1.5, "ms": 12}
+def test_every_event_has_its_own_name() -> None:
+    def kinds(cls: type[Event]) -> list[type[Event]]:
+        return [k for sub in cls.__subclasses__() for k in (sub, *kinds(sub))]
+
+    named = {k.type for k in kinds(Event)}
+    assert all(event_type(name).type == name for name in named)
+    assert len(named) >= 40
+
+
+def test_events_are_frozen_stamped_when_made_and_equal_whenever_made() -> None:
+    before = time.monotonic_ns()
+    e = TurnStarted(turn=1)
+    assert before <= e.t_ns <= time.monotonic_ns()
+    assert e == TurnStarted(turn=1, t_ns=0) and e != TurnStarted(turn=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.turn = 2  # type: ignore[misc]

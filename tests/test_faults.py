@@ -178,7 +178,7 @@ async def test_an_endless_stretch_of_speech_is_transcribed_up_to_the_cap() -> No
     executor = EngineExecutor(workers=1)
     stage = ASRStage(asr, executor, max_stretch_ms=1000)
     events: list[str] = []
-    pipeline = Pipeline([stage], events=lambda kind, data, t: events.append(kind))
+    pipeline = Pipeline([stage], events=lambda event: events.append(event.type))
     await pipeline.start()
     try:
         pipeline.queue(UserStartedSpeakingFrame())

@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.fakes import FakeASR, FakeLLM, FakeTTS, persona, settings
+from tests.fakes import FakeASR, FakeLLM, FakeTTS, make_event, persona, settings
 from voice_agent.audio.vad import VadEvent
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
-from voice_agent.events import Event
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import PCM, Frame, InputAudioFrame
 from voice_agent.pipeline import Pipeline
@@ -717,7 +716,7 @@ class Tty(io.StringIO):
 
 def show(p: TranscriptPrinter, wire: WireEvents, kind: str, data: dict[str, Any]) -> None:
     """What the session would send the printer for one of its events."""
-    for message in wire.translate(Event(kind, data)):
+    for message in wire.translate(make_event(kind, **data)):
         p.show(message)
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voice_agent.events import Event
+from tests.fakes import make_event
 from voice_agent.protocol import (
     Bye,
     Offer,
@@ -103,7 +103,7 @@ class Timeline:
         self.sent: list[dict[str, Any]] = []
 
     def at(self, at_ms: float, kind: str, **data: Any) -> list[dict[str, Any]]:
-        out = list(self.wire.translate(Event(kind, data, int(at_ms * 1e6))))
+        out = list(self.wire.translate(make_event(kind, at_ms, **data)))
         self.sent += out
         return out
 
@@ -129,9 +129,19 @@ def test_a_turn_as_a_client_sees_it() -> None:
         {"type": "state", "state": "speaking"},
         {"type": "transcript", "role": "assistant", "text": "It is", "final": False, "turn": 1},
     ]
-    assert t.at(1510, "turn_metrics", turn=1, voice_to_voice_ms=510.0) == [
-        {"type": "turn_metrics", "turn": 1, "voice_to_voice_ms": 510.0}
-    ]
+    [metrics] = t.at(1510, "turn_metrics", turn=1, reason="finished turn", voice_to_voice_ms=510.0)
+    assert metrics == {
+        "type": "turn_metrics",
+        "turn": 1,
+        "reason": "finished turn",
+        "speech_ms": None,
+        "endpoint_ms": None,
+        "asr_ms": None,
+        "llm_first_token_ms": None,
+        "first_clause_ms": None,
+        "tts_first_chunk_ms": None,
+        "voice_to_voice_ms": 510.0,
+    }
     assert t.at(1600, "tts_chunk", text="ten o'clock.") == [
         {
             "type": "transcript",
@@ -151,8 +161,14 @@ def test_a_turn_as_a_client_sees_it() -> None:
         },
         {"type": "state", "state": "listening"},
     ]
-    for internal in ("vad_onset", "llm_first_token", "turn_record", "duck", "llm_done"):
-        assert t.at(2600, internal, text="x") == []
+    for internal, data in [
+        ("vad_onset", {}),
+        ("llm_first_token", {}),
+        ("turn_record", {"session": "s1", "at": 1.0, "turn": 1}),
+        ("duck", {"db": 24.0, "why": "speech onset"}),
+        ("llm_done", {"text": "x"}),
+    ]:
+        assert t.at(2600, internal, **data) == []
 
 
 def test_a_reply_that_starts_while_the_user_speaks_again_is_the_earlier_turns() -> None:

@@ -183,7 +183,7 @@ class Harness:
             [RemoteAudioStage(conn, preroll_ms=100), RemoteReplyStage(conn, timeout_s)],
             on_upstream=self.up.append,
             on_downstream=self.down.append,
-            events=lambda kind, data, t: self.events.append((kind, data)),
+            events=lambda event: self.events.append((event.type, event.data)),
         )
 
     def replies_ended(self) -> int:

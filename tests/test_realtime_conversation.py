@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeTTS, persona
+from tests.fakes import FakeTTS, make_event, persona
 from voice_agent.backbone.base import TTSEngine
 from voice_agent.config import Settings
-from voice_agent.events import Event
 from voice_agent.frames import (
     CommitTurnFrame,
     Direction,
@@ -79,7 +78,7 @@ class Conversation:
         return self.client("session.update", session={"type": "realtime", **session})
 
     def event(self, kind: str, **data: Any) -> None:
-        self.c.on_session_event(Event(kind, data, 0))
+        self.c.on_session_event(make_event(kind, **data))
 
     def kinds(self) -> list[str]:
         return [e["type"] for e in self.sent]
@@ -98,10 +97,10 @@ class Conversation:
     def user_turn(self, text: str, turn: int = 1, message: str = "msg_u") -> str:
         """A turn taken with the server's VAD; its item id."""
         self.event("user_started_speaking", audio_ms=120)
-        self.event("turn_started")
-        self.event("user_message", turn=turn, id=message)
+        self.event("turn_started", turn=turn)
+        self.event("user_message", turn=turn, id=message, text=text)
         self.event("user_stopped_speaking", audio_ms=1500)
-        self.event("end_of_turn", turn=turn, text=text)
+        self.event("end_of_turn", turn=turn, reason="finished turn", text=text)
         return str(self.last("conversation.item.input_audio_transcription.completed")["item_id"])
 
     def spoken_reply(self, text: str, ms: int, message: str = "msg_r") -> str:
@@ -213,13 +212,13 @@ def test_a_turn_taken_with_the_servers_vad() -> None:
     c.event("user_stopped_speaking", audio_ms=400)  # a backchannel: no turn, nothing said
     assert c.sent == []
     c.event("user_started_speaking", audio_ms=120)
-    c.event("turn_started")
+    c.event("turn_started", turn=1)
     c.event("transcript", role="user", text="what is", final=False)
     c.event("transcript", role="user", text="what is the", final=False)
     c.event("transcript", role="user", text="so what", final=False)  # rewrites: no delta
-    c.event("user_message", turn=1, id="msg_u")
+    c.event("user_message", turn=1, id="msg_u", text="what is the capital")
     c.event("user_stopped_speaking", audio_ms=1500)
-    c.event("end_of_turn", turn=1, text="what is the capital")
+    c.event("end_of_turn", turn=1, reason="finished turn", text="what is the capital")
     assert c.kinds() == [
         "input_audio_buffer.speech_started",
         "conversation.item.input_audio_transcription.delta",
@@ -249,7 +248,7 @@ def test_the_client_marks_its_turns() -> None:
     assert [type(f) for f in c.c.on_audio(audio(500))] == [UserStartedSpeakingFrame]
     frames = c.client("input_audio_buffer.commit")
     assert [type(f) for f in frames] == [UserStoppedSpeakingFrame, CommitTurnFrame]
-    c.event("end_of_turn", turn=1, text="hello")
+    c.event("end_of_turn", turn=1, reason="finished turn", text="hello")
     assert "input_audio_buffer.speech_stopped" not in c.kinds()  # the client stopped it
     assert (
         c.last("input_audio_buffer.committed")["item_id"]
@@ -263,7 +262,9 @@ def test_the_client_marks_its_turns() -> None:
     assert [type(f) for f in frames] == [UserStoppedSpeakingFrame, DiscardTurnFrame]
     assert c.kinds()[-1] == "input_audio_buffer.cleared"
     assert [type(f) for f in c.client("input_audio_buffer.clear")] == [DiscardTurnFrame]
-    c.event("end_of_turn", turn=2, text="forgotten")  # a turn the client discarded
+    c.event(
+        "end_of_turn", turn=2, reason="finished turn", text="forgotten"
+    )  # a turn the client discarded
     assert c.last("conversation.item.input_audio_transcription.completed")["transcript"] == (
         "hello"
     )
@@ -272,7 +273,7 @@ def test_the_client_marks_its_turns() -> None:
 def test_commit_with_the_servers_vad_needs_speech() -> None:
     c = Conversation()
     assert c.error("input_audio_buffer.commit").code == "input_audio_buffer_commit_empty"
-    c.event("turn_started")
+    c.event("turn_started", turn=1)
     assert [type(f) for f in c.client("input_audio_buffer.commit")] == [CommitTurnFrame]
 
 

@@ -21,7 +21,7 @@ from tests.fakes import (
     settings,
 )
 from voice_agent.backbone.base import GenerationParams
-from voice_agent.events import Subscription
+from voice_agent.eventbus import Subscription
 from voice_agent.frames import (
     HistoryAddFrame,
     HistoryRemoveFrame,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.fakes import make_event
 from voice_agent.timeline import TurnTimeline
 
 
@@ -13,7 +14,10 @@ class Feed:
         self.out: list[tuple[str, dict[str, Any]]] = []
 
     def at(self, at_ms: float, kind: str, **data: Any) -> list[tuple[str, dict[str, Any]]]:
-        got = self.timeline.feed(kind, data, int(at_ms * 1_000_000))
+        event = make_event(kind, at_ms, **data)
+        made = self.timeline.feed(event)
+        assert all(e.t_ns == event.t_ns for e in made)  # stamped with the time of their cause
+        got = [(e.type, e.data) for e in made]
         self.out += got
         return got
 

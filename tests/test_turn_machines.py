@@ -8,11 +8,12 @@ a few tests drive the `Endpointer` and the `BargeInJudge` alone.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
+from tests.fakes import make_event
 from voice_agent.turns import (
     BargeInJudge,
     Endpointer,
@@ -32,8 +33,13 @@ from voice_agent.turns.decisions import (
     ReleaseRequests,
     ScoreTurn,
     SendTurn,
-    emit,
 )
+
+
+def emit(kind: str, **data: Any) -> Emit:
+    """The `Emit` of the event `kind` with its fields (equal to any made at another time)."""
+    return Emit(make_event(kind, **data))
+
 
 RATE = 16000
 MS = RATE // 1000

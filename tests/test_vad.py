@@ -194,7 +194,7 @@ async def test_the_stage_passes_audio_on_and_follows_it_with_speech_frames(
     pipeline = Pipeline(
         [VADStage(activity)],
         on_downstream=out.append,
-        events=lambda name, data, t_ns: events.append((name, data)),
+        events=lambda event: events.append((event.type, event.data)),
     )
     await pipeline.start()
     frames = [
@@ -252,7 +252,7 @@ async def test_the_stage_reports_a_false_onset(silero: SileroVAD) -> None:
     pipeline = Pipeline(
         [VADStage(VoiceActivity(silero, SETTINGS))],
         on_downstream=out.append,
-        events=lambda name, data, t_ns: events.append(name),
+        events=lambda event: events.append(event.type),
     )
     await pipeline.start()
     for i in range(0, len(audio), 480):

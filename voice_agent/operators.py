@@ -19,7 +19,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from voice_agent.events import Event, EventBus, Subscription
+from voice_agent.eventbus import EventBus, Subscription
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.sockets import SEND_TIMEOUT_S, send_within
 
@@ -31,7 +31,7 @@ class OperatorFeed:
     """Fan-out of sessions' events to operator connections (see the module docstring)."""
 
     def __init__(self, turns_kept: int = 500, queue: int = 2048) -> None:
-        self.bus = EventBus(queue)
+        self.bus: EventBus[dict[str, Any]] = EventBus(queue)
         self.turns: deque[dict[str, Any]] = deque(maxlen=turns_kept)
         """The last `turns_kept` turns' metrics, oldest first (a ring)."""
         self._sessions: dict[str, dict[str, Any]] = {}
@@ -58,8 +58,7 @@ class OperatorFeed:
         self._publish(tagged)
 
     def _publish(self, message: dict[str, Any]) -> None:
-        data = {k: v for k, v in message.items() if k != "type"}
-        self.bus.publish(Event(message["type"], data))
+        self.bus.publish(message)
 
     def close(self) -> None:
         """End every operator's feed (the server is stopping)."""
@@ -90,12 +89,11 @@ class OperatorFeed:
             owner.create_task(self._ignore_input(ws, sub), "input")
             await send_within(ws, json.dumps(self.hello(max_sessions)), SEND_TIMEOUT_S)
             told = 0
-            async for event in sub:
+            async for message in sub:
                 if sub.lost > told:
                     lost = {"type": "lost", "count": sub.lost - told}
                     await send_within(ws, json.dumps(lost), SEND_TIMEOUT_S)
                     told = sub.lost
-                message = {"type": event.type, **event.data}
                 await send_within(ws, json.dumps(message), SEND_TIMEOUT_S)
         except ConnectionClosed:
             pass
@@ -105,7 +103,7 @@ class OperatorFeed:
             await owner.cancel_tasks()
 
     @staticmethod
-    async def _ignore_input(ws: ServerConnection, sub: Subscription) -> None:
+    async def _ignore_input(ws: ServerConnection, sub: Subscription[dict[str, Any]]) -> None:
         """Read (and drop) what the operator sends, so that a closed socket ends the feed."""
         with contextlib.suppress(ConnectionClosed):
             async for _ in ws:

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from voice_agent.events import Event, Interruption
 from voice_agent.frames import (
     CancelFrame,
     ControlFrame,
@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 DOWN = Direction.DOWNSTREAM
 UP = Direction.UPSTREAM
 
-EventSink = Callable[[str, dict[str, Any], int], None]
-"""`(event, data, t_ns)`: where stages report what happened (see `Stage.emit`)."""
+EventSink = Callable[[Event], None]
+"""Where stages report what happened (see `Stage.emit`)."""
 
 MAX_QUEUED = 2048
 """Frames a stage's process queue holds; past that the oldest data frame is dropped."""
@@ -116,10 +116,10 @@ class Stage(TaskOwner):
         """An interruption this stage asked for has not come back through it yet."""
         return self._asked > 0
 
-    def emit(self, event: str, **data: Any) -> None:
-        """Report an event (for metrics and the UI), stamped now with the monotonic clock."""
+    def emit(self, event: Event) -> None:
+        """Report an event (for metrics and the UI); it is stamped when it is made."""
         if self._events is not None:
-            self._events(event, data, time.monotonic_ns())
+            self._events(event)
 
     # --- machinery -----------------------------------------------------------------------
 
@@ -239,7 +239,7 @@ class _Head(Stage):
 
     async def process(self, frame: Frame, direction: Direction) -> None:
         if isinstance(frame, InterruptionRequestFrame):
-            self.emit("interruption", reason=frame.reason)
+            self.emit(Interruption(reason=frame.reason))
             await self.push(InterruptionFrame(reason=frame.reason), DOWN)
         elif direction is DOWN:
             await self.push(frame, direction)

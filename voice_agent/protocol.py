@@ -20,7 +20,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from voice_agent.events import Event
+from voice_agent.events import (
+    BotStartedSpeaking,
+    BotStoppedSpeaking,
+    EndOfTurn,
+    Error,
+    Event,
+    PlaybackInterrupted,
+    Transcript,
+    TtsChunk,
+    TurnMetrics,
+    TurnReopened,
+    TurnResumed,
+    TurnStarted,
+    UserStartedSpeaking,
+    UserStoppedSpeaking,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,59 +162,62 @@ class WireEvents:
         self._said: list[str] = []
 
     def translate(self, event: Event) -> Iterator[dict[str, Any]]:
-        kind, data = event.type, event.data
-        if kind == "error":
-            code = data.get("code") or ("internal" if data.get("fatal") else "engine")
-            yield error_event(code, str(data.get("message", "")), fatal=bool(data.get("fatal")))
-        elif kind == "transcript":
-            yield {"type": "transcript", **data, "turn": self._turn}
-        elif kind == "turn_metrics":
-            yield {"type": "turn_metrics", **data}
-        elif kind in ("turn_started", "turn_reopened", "turn_resumed"):
-            self._turn = int(data.get("turn", self._turn))
-        elif kind == "user_started_speaking":
-            yield from self._set_state("user_speaking")
-        elif kind == "user_stopped_speaking":
-            yield from self._set_state("speaking" if self._speaking else "listening")
-        elif kind == "end_of_turn":
-            self._answering = self._turn
-            if not self._speaking:
-                yield from self._set_state("thinking")
-        elif kind == "tts_chunk":
-            self._said.append(str(data.get("text", "")))
-            if self._speaking:
-                yield self._assistant(final=False)
-        elif kind == "bot_started_speaking":
-            self._speaking, self._reply_turn = True, self._answering or self._turn
-            self._answering = 0
-            yield from self._set_state("speaking")
-            if self._said:
-                yield self._assistant(final=False)
-        elif kind == "bot_stopped_speaking":
-            if self._speaking and self._said:
-                yield self._assistant(final=True)
-            self._end_reply()
-            yield from self._set_state("listening")
-        elif kind == "playback_interrupted":
-            if self._speaking:
-                heard = str(data.get("heard", ""))
-                yield {
-                    "type": "interrupted",
-                    "heard": heard,
-                    "played_ms": data.get("played_ms"),
-                    "turn": self._reply_turn,
-                }
+        match event:
+            case Error(code=code, message=message, fatal=fatal):
+                code = code or ("internal" if fatal else "engine")
+                yield error_event(code, message, fatal=fatal)
+            case Transcript(role=role, text=text, final=final):
+                turn = self._turn
                 yield {
                     "type": "transcript",
-                    "role": "assistant",
-                    "text": heard,
-                    "final": True,
-                    "turn": self._reply_turn,
+                    "role": role,
+                    "text": text,
+                    "final": final,
+                    "turn": turn,
                 }
-            self._end_reply()
+            case TurnMetrics():
+                yield {"type": "turn_metrics", **event.data}
+            case TurnStarted(turn=turn) | TurnReopened(turn=turn) | TurnResumed(turn=turn):
+                self._turn = turn
+            case UserStartedSpeaking():
+                yield from self._set_state("user_speaking")
+            case UserStoppedSpeaking():
+                yield from self._set_state("speaking" if self._speaking else "listening")
+            case EndOfTurn():
+                self._answering = self._turn
+                if not self._speaking:
+                    yield from self._set_state("thinking")
+            case TtsChunk(text=text):
+                self._said.append(text)
+                if self._speaking:
+                    yield self._assistant(final=False)
+            case BotStartedSpeaking():
+                self._speaking, self._reply_turn = True, self._answering or self._turn
+                self._answering = 0
+                yield from self._set_state("speaking")
+                if self._said:
+                    yield self._assistant(final=False)
+            case BotStoppedSpeaking():
+                if self._speaking and self._said:
+                    yield self._assistant(final=True)
+                self._end_reply()
+                yield from self._set_state("listening")
+            case PlaybackInterrupted(heard=heard, played_ms=played_ms):
+                if self._speaking:
+                    turn = self._reply_turn
+                    yield {
+                        "type": "interrupted",
+                        "heard": heard,
+                        "played_ms": played_ms,
+                        "turn": turn,
+                    }
+                    yield self._assistant_said(heard, final=True)
+                self._end_reply()
 
     def _assistant(self, *, final: bool) -> dict[str, Any]:
-        text = " ".join(s.strip() for s in self._said if s.strip())
+        return self._assistant_said(" ".join(s.strip() for s in self._said if s.strip()), final)
+
+    def _assistant_said(self, text: str, final: bool) -> dict[str, Any]:
         return {
             "type": "transcript",
             "role": "assistant",

@@ -15,7 +15,6 @@ import itertools
 import logging
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 from voice_agent.audio.playback import PlaybackStage
 from voice_agent.audio.vad import VADStage
@@ -23,7 +22,8 @@ from voice_agent.backbone.backbone import Backbone, Conversation
 from voice_agent.backbone.stages import ASRStage
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
-from voice_agent.events import CLIENT_MESSAGE, Event, EventBus, Subscription
+from voice_agent.eventbus import EventBus, Subscription
+from voice_agent.events import ClientMessage, Error, Event, SessionEnded, SessionStarted
 from voice_agent.frames import Direction, EndFrame, ErrorFrame, Frame
 from voice_agent.history import History
 from voice_agent.persona import Persona
@@ -62,7 +62,7 @@ class Session(TaskOwner):
         self.transport = transport
         self.engines = engines
         self.history = History()
-        self.bus = EventBus()
+        self.bus: EventBus[Event] = EventBus()
         self._wire = WireEvents()
         self.timeline = TurnTimeline(self.name)
         """Where each turn's time went: `turn_metrics` and `turn_record` events."""
@@ -116,31 +116,33 @@ class Session(TaskOwner):
     def id(self) -> str:
         return self.name
 
-    def events(self) -> Subscription:
+    def events(self) -> Subscription[Event]:
         """A bounded subscription to this session's events (ends when the session does)."""
         return self.bus.subscribe()
 
-    def _event(self, kind: str, data: dict[str, Any], t_ns: int) -> None:
-        self._publish(Event(kind, data, t_ns))
-        for derived, derived_data in self.timeline.feed(kind, data, t_ns):
-            self._publish(Event(derived, derived_data, t_ns))
+    def _event(self, event: Event) -> None:
+        self._publish(event)
+        for derived in self.timeline.feed(event):
+            self._publish(derived)
 
     def _publish(self, event: Event) -> None:
         """Publish one event and, beside it, the client messages it makes (translated here,
         once, for every consumer)."""
         self.bus.publish(event)
         for message in self._wire.translate(event):
-            self._publish(Event(CLIENT_MESSAGE, message, event.t_ns))
+            self.bus.publish(ClientMessage(message=message, t_ns=event.t_ns))
 
     def _upstream(self, frame: Frame) -> None:
         if isinstance(frame, ErrorFrame):
-            data = {"message": frame.message, "source": frame.source, "fatal": frame.fatal}
-            self._publish(Event("error", {**data, "code": frame.code or None}))
+            code = frame.code or None
+            self._publish(
+                Error(message=frame.message, source=frame.source, fatal=frame.fatal, code=code)
+            )
             if frame.fatal:
                 self._done.set()
 
     async def __aenter__(self) -> Session:
-        self._publish(Event("session_started", {"session": self.id, "persona": self.persona.id}))
+        self._publish(SessionStarted(session=self.id, persona=self.persona.id))
         try:
             await self.pipeline.start(self.settings.audio.sample_rate)
         except BaseException:
@@ -160,7 +162,7 @@ class Session(TaskOwner):
             return
         self.pipeline.queue(EndFrame())
 
-    async def _forward_events(self, sub: Subscription) -> None:
+    async def _forward_events(self, sub: Subscription[Event]) -> None:
         async for event in sub:
             try:
                 await self.transport.send_event(event)
@@ -180,8 +182,7 @@ class Session(TaskOwner):
 
     def fail(self, code: str, message: str, source: str = "transport") -> None:
         """End the session with a fatal `error` event its client is told of."""
-        data = {"message": message, "source": source, "fatal": True, "code": code}
-        self._publish(Event("error", data))
+        self._publish(Error(message=message, source=source, fatal=True, code=code))
         self._done.set()
 
     def finish(self) -> None:
@@ -202,7 +203,7 @@ class Session(TaskOwner):
             await self.pipeline.stop()
             await self.backbone.aclose()
         finally:
-            self._publish(Event("session_ended", {"session": self.id}))
+            self._publish(SessionEnded(session=self.id))
             self.bus.close()
             if self._forwarder is not None:  # let the last events (session_ended) reach the peer
                 await asyncio.wait({self._forwarder}, timeout=1.0)

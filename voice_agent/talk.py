@@ -19,7 +19,8 @@ from voice_agent.backbone.realtime_client import RemoteRealtimeError
 from voice_agent.config import Settings
 from voice_agent.enginecheck import EngineCheckFailed, ensure_engines_run
 from voice_agent.engines import Engines
-from voice_agent.events import CLIENT_MESSAGE, Subscription
+from voice_agent.eventbus import Subscription
+from voice_agent.events import ClientMessage, Event
 from voice_agent.modelfiles import ModelError
 from voice_agent.persona import Persona, PersonaStore
 from voice_agent.session import Session
@@ -37,7 +38,7 @@ from voice_agent.yamlfile import FileError
 class TranscriptPrinter:
     """The conversation as text: the user's words (on a terminal, partials overwrite one line)
     and each reply once it has been played, cut where the user interrupted it. It reads what a
-    client of the server is sent (the session's `CLIENT_MESSAGE` events)."""
+    client of the server is sent (the session's `ClientMessage` events)."""
 
     def __init__(self, out: TextIO, err: TextIO, *, live: bool) -> None:
         self.out, self.err, self.live = out, err, live
@@ -45,10 +46,10 @@ class TranscriptPrinter:
         self._partial = False
         self._interrupted = False
 
-    async def follow(self, events: Subscription) -> None:
+    async def follow(self, events: Subscription[Event]) -> None:
         async for event in events:
-            if event.type == CLIENT_MESSAGE:
-                self.show(event.data)
+            if isinstance(event, ClientMessage):
+                self.show(event.message)
 
     def show(self, m: dict[str, Any]) -> None:
         """Print one client message."""

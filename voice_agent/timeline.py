@@ -23,13 +23,33 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from voice_agent.events import (
+    BotStartedSpeaking,
+    BotStoppedSpeaking,
+    EndOfTurn,
+    Event,
+    FirstClause,
+    LlmFirstToken,
+    PlaybackInterrupted,
+    PreemptionCancelled,
+    Transcript,
+    TtsFirstChunk,
+    TurnMetrics,
+    TurnRecord,
+    TurnReopened,
+    TurnResumed,
+    TurnStarted,
+    UserStartedSpeaking,
+    UserStoppedSpeaking,
+)
+
 STAGES = ("endpoint", "asr", "llm_first_token", "first_clause", "tts_first_chunk", "voice_to_voice")
 """The moments of a turn, in the order they usually come; each is reported as `<stage>_ms`."""
 
-_MARK_OF_EVENT = {
-    "llm_first_token": "llm_first_token",
-    "first_clause": "first_clause",
-    "tts_first_chunk": "tts_first_chunk",
+_MARK_OF_EVENT: dict[type[Event], str] = {
+    LlmFirstToken: "llm_first_token",
+    FirstClause: "first_clause",
+    TtsFirstChunk: "tts_first_chunk",
 }
 
 
@@ -71,57 +91,65 @@ class TurnTimeline:
         self._onset_ns: int | None = None
         """When the user last started speaking (a turn may be opened after it: a barge-in)."""
 
-    def feed(self, kind: str, data: dict[str, Any], t_ns: int) -> list[tuple[str, dict[str, Any]]]:
-        """Take one session event; return the events this one completes (kind, data)."""
-        turn = self._turn
-        if kind == "user_started_speaking":
-            self._onset_ns = t_ns - int(data.get("onset_ms_ago", 0)) * 1_000_000
-        if kind in ("turn_started", "turn_reopened", "turn_resumed"):
-            number = int(data.get("turn", 0))
-            if turn is None or turn.turn != number or kind == "turn_started":
-                self._turn = turn = _Turn(number, speech_start_ns=self._onset_ns)
-            turn.marks.clear()  # a turn that goes on: what was done for it so far is moot
-            turn.reason, turn.ended, turn.reported = "", False, False
-            if self._answering is turn:
-                self._answering = None
-        elif turn is None:
-            pass
-        elif kind == "user_started_speaking":
-            if not turn.ended:  # they go on (the turn-taking will say resumed)
-                turn.marks.clear()
-        elif kind == "user_stopped_speaking":
-            turn.speech_end_ns = t_ns - int(data.get("speech_end_ms_ago", 0)) * 1_000_000
-        elif kind == "transcript" and data.get("role") == "user" and data.get("final"):
-            turn.marks.setdefault("asr", t_ns)
-        elif kind == "end_of_turn":
-            turn.marks.setdefault("endpoint", t_ns)
-            turn.reason, turn.ended = str(data.get("reason", "")), True
-            self._answering = turn
-        else:
-            return self._reply_event(kind, data, t_ns)
+    def feed(self, event: Event) -> list[Event]:
+        """Take one session event; return the events it completes (`TurnMetrics`,
+        `TurnRecord`), stamped with its time."""
+        t_ns, turn = event.t_ns, self._turn
+        if isinstance(event, UserStartedSpeaking):
+            self._onset_ns = t_ns - event.onset_ms_ago * 1_000_000
+        match event:
+            case TurnStarted(turn=number) | TurnReopened(turn=number) | TurnResumed(turn=number):
+                if turn is None or turn.turn != number or isinstance(event, TurnStarted):
+                    self._turn = turn = _Turn(number, speech_start_ns=self._onset_ns)
+                turn.marks.clear()  # a turn that goes on: what was done for it so far is moot
+                turn.reason, turn.ended, turn.reported = "", False, False
+                if self._answering is turn:
+                    self._answering = None
+            case _ if turn is None:
+                pass
+            case UserStartedSpeaking():
+                if not turn.ended:  # they go on (the turn-taking will say resumed)
+                    turn.marks.clear()
+            case UserStoppedSpeaking(speech_end_ms_ago=ago):
+                turn.speech_end_ns = t_ns - ago * 1_000_000
+            case Transcript(role="user", final=True):
+                turn.marks.setdefault("asr", t_ns)
+            case EndOfTurn(reason=reason):
+                turn.marks.setdefault("endpoint", t_ns)
+                turn.reason, turn.ended = reason, True
+                self._answering = turn
+            case _:
+                return self._reply_event(event)
         return []
 
-    def _reply_event(
-        self, kind: str, data: dict[str, Any], t_ns: int
-    ) -> list[tuple[str, dict[str, Any]]]:
+    def _reply_event(self, event: Event) -> list[Event]:
         """An event of the reply in the making: it is for the turn that ended last, or, before
         that turn has ended (a preemptive reply), for the turn in progress."""
-        answering = self._answering or self._turn
-        if kind == "preemption_cancelled" and self._turn is not None:
+        answering, t_ns = self._answering or self._turn, event.t_ns
+        if isinstance(event, PreemptionCancelled) and self._turn is not None:
             for stage in ("llm_first_token", "first_clause", "tts_first_chunk"):
                 self._turn.marks.pop(stage, None)
-        elif kind in _MARK_OF_EVENT and answering is not None:
-            answering.marks.setdefault(_MARK_OF_EVENT[kind], t_ns)
-        elif kind == "bot_started_speaking" and self._answering is not None:
+        elif type(event) in _MARK_OF_EVENT and answering is not None:
+            answering.marks.setdefault(_MARK_OF_EVENT[type(event)], t_ns)
+        elif isinstance(event, BotStartedSpeaking) and self._answering is not None:
             turn, self._answering = self._answering, None
             turn.marks.setdefault("voice_to_voice", t_ns)
             turn.reported = True
             self._reply = turn
-            return [("turn_metrics", self._metrics(turn))]
-        elif kind in ("bot_stopped_speaking", "playback_interrupted") and self._reply is not None:
+            return [TurnMetrics(**self._metrics(turn), t_ns=t_ns)]
+        elif isinstance(event, BotStoppedSpeaking | PlaybackInterrupted) and self._reply:
             reply, self._reply = self._reply, None
-            interrupted = kind == "playback_interrupted"
-            return [("turn_record", self._record(reply, interrupted, data.get("played_ms")))]
+            interrupted = isinstance(event, PlaybackInterrupted)
+            return [
+                TurnRecord(
+                    session=self.session,
+                    at=round(time.time(), 3),
+                    **self._metrics(reply),
+                    interrupted=interrupted,
+                    played_ms=event.played_ms,
+                    t_ns=t_ns,
+                )
+            ]
         return []
 
     def _metrics(self, turn: _Turn) -> dict[str, Any]:
@@ -130,13 +158,4 @@ class TurnTimeline:
             "reason": turn.reason,
             "speech_ms": turn.speech_ms(),
             **turn.since_speech_end(),
-        }
-
-    def _record(self, turn: _Turn, interrupted: bool, played_ms: object) -> dict[str, Any]:
-        return {
-            "session": self.session,
-            "at": round(time.time(), 3),
-            **self._metrics(turn),
-            "interrupted": interrupted,
-            "played_ms": played_ms if isinstance(played_ms, int | float) else None,
         }

@@ -24,6 +24,15 @@ from typing import Protocol
 import numpy as np
 
 from voice_agent.audio.pcm import resample
+from voice_agent.events import (
+    BotStartedSpeaking,
+    BotStoppedSpeaking,
+    PlaybackInterrupted,
+    ReplyAudioReady,
+    ReplyHeld,
+    ReplyReleased,
+    ReplyText,
+)
 from voice_agent.frames import (
     PCM,
     BotStartedSpeakingFrame,
@@ -142,7 +151,7 @@ class PlaybackStage(Stage):
             if self._first_audio_due:
                 self._first_audio_due = False
                 held = self._reply_turn > self._ended_turn
-                self.emit("reply_audio_ready", turn=self._reply_turn, held=held)
+                self.emit(ReplyAudioReady(turn=self._reply_turn, held=held))
             self._enqueue_chunk(_Chunk(pcm, frame.text, self._reply_turn))
         elif isinstance(frame, TTSStartedFrame):
             self._first_audio_due = True
@@ -182,7 +191,7 @@ class PlaybackStage(Stage):
         self._pending.clear()
         self._reset_reply()
         self._player = self.create_task(self._play(), "player")
-        self.emit("playback_interrupted", played_ms=played_ms, heard=heard)
+        self.emit(PlaybackInterrupted(played_ms=played_ms, heard=heard))
         await self.push(PlaybackInterruptedFrame(played_ms=played_ms, heard_text=heard), UP)
         if was_speaking:
             await self.push(BotStoppedSpeakingFrame(), UP)
@@ -200,7 +209,7 @@ class PlaybackStage(Stage):
 
     async def _end_reply(self) -> None:
         if self.speaking:
-            self.emit("bot_stopped_speaking", played_ms=round(self.played_ms))
+            self.emit(BotStoppedSpeaking(played_ms=round(self.played_ms)))
             await self.push(BotStoppedSpeakingFrame(), UP)
         self._reset_reply()
 
@@ -214,11 +223,11 @@ class PlaybackStage(Stage):
     async def _wait_for_turn(self, turn: int) -> None:
         """Hold a reply until the user's turn it answers is over."""
         if turn > self._ended_turn:
-            self.emit("reply_held", turn=turn)
+            self.emit(ReplyHeld(turn=turn))
             while turn > self._ended_turn:
                 self._turn_ended.clear()
                 await self._turn_ended.wait()
-            self.emit("reply_released", turn=turn)
+            self.emit(ReplyReleased(turn=turn))
 
     def _words_heard(self, words: list[str], chunk: _Chunk, just_played: int) -> None:
         """Report the words whose end the last `just_played` samples of `chunk` played (the
@@ -227,7 +236,7 @@ class PlaybackStage(Stage):
         before = words_heard(len(words), chunk.played - just_played, total) if just_played else 0
         now = words_heard(len(words), chunk.played, total) if just_played or not total else 0
         if now > before:
-            self.emit("reply_text", text="".join(w + " " for w in words[before:now]))
+            self.emit(ReplyText(text="".join(w + " " for w in words[before:now])))
 
     def _apply_gain(self, frame: PCM) -> PCM:
         if self._gain == 1.0 and self._target_gain == 1.0:
@@ -259,7 +268,7 @@ class PlaybackStage(Stage):
                 self.speaking = True
                 self._gain = self._target_gain = 1.0  # a reply starts at full level
                 deadline = self._clock()
-                self.emit("bot_started_speaking")
+                self.emit(BotStartedSpeaking())
                 await self.push(BotStartedSpeakingFrame(), UP)
             words = chunk.text.split()
             self._words_heard(words, chunk, 0)  # (a chunk of no audio: its words at once)

@@ -38,6 +38,15 @@ from voice_agent.backbone.realtime_client import (
     RemoteResponse,
 )
 from voice_agent.config import Settings
+from voice_agent.events import (
+    FirstClause,
+    HistoryTruncated,
+    LlmDone,
+    LlmFirstToken,
+    LlmStarted,
+    TtsChunk,
+    TtsFirstChunk,
+)
 from voice_agent.frames import (
     PCM,
     BotStoppedSpeakingFrame,
@@ -223,7 +232,7 @@ class RemoteReplyStage(Stage):
                         await self.conn.delete(item)
                 except RemoteRealtimeError as exc:
                     log.warning("%s: cannot truncate the reply: %s", self.name, exc)
-                self.emit("history_truncated", heard=frame.heard_text, played_ms=frame.played_ms)
+                self.emit(HistoryTruncated(heard=frame.heard_text, played_ms=frame.played_ms))
             await self.push(frame, direction)
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._reply_open = False
@@ -241,7 +250,7 @@ class RemoteReplyStage(Stage):
         self._in_flight, self._reply_open, self._item, self._item_ms = True, True, None, 0.0
         await self.push(LLMResponseStartFrame())
         await self.push(TTSStartedFrame())
-        self.emit("llm_started")
+        self.emit(LlmStarted())
         reply = _Reply()
         failure: RemoteRealtimeError | None = None
         try:
@@ -252,7 +261,7 @@ class RemoteReplyStage(Stage):
         except RemoteRealtimeError as exc:
             failure = exc
         finally:  # (an interruption, too: on_interruption cancels the remote response)
-            self.emit("llm_done", text=reply.transcript.strip())
+            self.emit(LlmDone(text=reply.transcript.strip()))
         resp, self._response, self._in_flight = self._response, None, False
         if resp is not None:
             self.conn.release(resp)
@@ -290,9 +299,9 @@ class RemoteReplyStage(Stage):
                 if text:
                     if not reply.transcript:
                         if not reply.audio_frames:
-                            self.emit("llm_first_token")
-                        self.emit("first_clause", text=text)
-                    self.emit("tts_chunk", text=text)
+                            self.emit(LlmFirstToken())
+                        self.emit(FirstClause(text=text))
+                    self.emit(TtsChunk(text=text))
                     reply.transcript += text
                     reply.text += text
             elif kind in AUDIO_DELTA:
@@ -306,9 +315,9 @@ class RemoteReplyStage(Stage):
                 reply.audio_frames += 1
                 if reply.audio_frames == 1:  # the first goes at once: it is the latency
                     if not reply.transcript:
-                        self.emit("llm_first_token")
+                        self.emit(LlmFirstToken())
                     ms = round(1000 * len(pcm) / REMOTE_RATE)
-                    self.emit("tts_first_chunk", text=frame.text, ms=ms)
+                    self.emit(TtsFirstChunk(text=frame.text, ms=ms))
                     await self.push(frame)
                 else:
                     if reply.held is not None:

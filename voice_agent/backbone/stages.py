@@ -16,6 +16,20 @@ from typing import cast
 from voice_agent.audio.pcm import Preroll
 from voice_agent.backbone.base import ASREngine, ASRStream, GenerationParams, LLMEngine, TTSEngine
 from voice_agent.backbone.chunking import ClauseChunker
+from voice_agent.events import (
+    AsrFinalStarted,
+    AsrStretchCapped,
+    FirstClause,
+    HistoryTruncated,
+    LlmDone,
+    LlmFirstToken,
+    LlmStarted,
+    Transcript,
+    TtsChunk,
+    TtsFirstChunk,
+    TurnRetracted,
+    UserMessage,
+)
 from voice_agent.executor import Priority, Runner
 from voice_agent.frames import (
     BotStoppedSpeakingFrame,
@@ -110,7 +124,7 @@ class ASRStage(Stage):
                 return
             self._stretch += len(frame.pcm)
             if self._stretch >= self.max_stretch_samples:
-                self.emit("asr_stretch_capped", ms=self._stretch * 1000 // self.engine.sample_rate)
+                self.emit(AsrStretchCapped(ms=self._stretch * 1000 // self.engine.sample_rate))
             self._stream.accept(frame.pcm)
             self._since_partial += len(frame.pcm)
             if self.partial_samples and self._since_partial >= self.partial_samples:
@@ -139,16 +153,16 @@ class ASRStage(Stage):
                 text = (await self.executor.run(partial, priority=Priority.BACKGROUND)).strip()
                 if text and text != self._last_partial and frame.stream is self._stream:
                     self._last_partial = text
-                    self.emit("transcript", role="user", text=text, final=False)
+                    self.emit(Transcript(role="user", text=text, final=False))
                     await self.push(TranscriptionFrame(text=text, final=False))
         elif isinstance(frame, _Utterance):
-            self.emit("asr_final_started")
+            self.emit(AsrFinalStarted())
             text = ""
             try:
                 final = frame.stream.finalize
                 text = (await self.executor.run(final, priority=Priority.URGENT)).strip()
             finally:  # one final per utterance, whatever happens: the turn logic counts them
-                self.emit("transcript", role="user", text=text, final=True)
+                self.emit(Transcript(role="user", text=text, final=True))
                 await self.push(TranscriptionFrame(text=text, final=True))
         else:
             await self.push(frame, direction)
@@ -219,10 +233,10 @@ class LLMStage(Stage):
                 # The user went on talking: their turn so far, and a reply they never heard,
                 # make way for the whole turn.
                 gone = self.history.retract_from(self._turn_first)
-                self.emit("turn_retracted", turn=frame.replaces, ids=[m.id for m in gone])
+                self.emit(TurnRetracted(turn=frame.replaces, ids=tuple(m.id for m in gone)))
             self._turn = frame.turn
             self._turn_first = self.history.add_user(frame.text)
-            self.emit("user_message", turn=frame.turn, id=self._turn_first.id, text=frame.text)
+            self.emit(UserMessage(turn=frame.turn, id=self._turn_first.id, text=frame.text))
             if frame.respond:
                 await self._respond()
         elif isinstance(frame, ResponseRequestFrame):
@@ -231,10 +245,11 @@ class LLMStage(Stage):
             if self._cut is not None:
                 self.history.truncate(self._cut, frame.heard_text)
                 self.emit(
-                    "history_truncated",
-                    id=self._cut.id,
-                    heard=frame.heard_text,
-                    played_ms=frame.played_ms,
+                    HistoryTruncated(
+                        id=self._cut.id,
+                        heard=frame.heard_text,
+                        played_ms=frame.played_ms,
+                    )
                 )
                 self._cut = None
             await self.push(frame, direction)
@@ -269,11 +284,11 @@ class LLMStage(Stage):
         reply = ""
         self._reply_open, self._reply = True, None
         await self.push(LLMResponseStartFrame())
-        self.emit("llm_started")
+        self.emit(LlmStarted())
         try:
             async for piece in self._pieces(messages):
                 if not reply:
-                    self.emit("llm_first_token")
+                    self.emit(LlmFirstToken())
                 reply += piece
                 cut = _sentence_limit_cut(reply, self.persona.style.max_sentences)
                 if cut is not None:
@@ -292,7 +307,7 @@ class LLMStage(Stage):
             if reply.strip():
                 self._reply = self.history.add_assistant(reply.strip())
             reply_id = self._reply.id if self._reply is not None else None
-            self.emit("llm_done", text=reply.strip(), id=reply_id)
+            self.emit(LlmDone(text=reply.strip(), id=reply_id))
         await self.push(LLMResponseEndFrame())
 
     def _pieces(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
@@ -370,10 +385,10 @@ class TTSStage(Stage):
         if not spoken:
             return
         if self._first_chunk:
-            self.emit("first_clause", text=text)
+            self.emit(FirstClause(text=text))
         if not self.speak:
             self._first_chunk = False
-            self.emit("tts_chunk", text=text)
+            self.emit(TtsChunk(text=text))
             return
         pcm = await self.executor.run(
             self.engine.synthesize,
@@ -381,12 +396,10 @@ class TTSStage(Stage):
             self.persona.voice,
             priority=Priority.URGENT if self._first_chunk else Priority.NORMAL,
         )
-        self.emit("tts_chunk", text=text)
+        self.emit(TtsChunk(text=text))
         if self._first_chunk:
             self._first_chunk = False
-            self.emit(
-                "tts_first_chunk", text=text, ms=round(1000 * len(pcm) / self.engine.sample_rate)
-            )
+            self.emit(TtsFirstChunk(text=text, ms=round(1000 * len(pcm) / self.engine.sample_rate)))
         await self.push(
             TTSAudioFrame(pcm=pcm, sample_rate=self.engine.sample_rate, text=text), DOWN
         )

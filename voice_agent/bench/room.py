@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +28,8 @@ from voice_agent.audio.pcm import dbfs
 from voice_agent.events import Event
 from voice_agent.frames import PCM, Frame, InputAudioFrame
 from voice_agent.transports.base import Transport
+
+E = TypeVar("E", bound=Event)
 
 FRAME_MS = 20
 MAX_SPEAKER_FRAMES = 50
@@ -210,9 +213,9 @@ class Room(Transport):
 
     # --- reading the record ------------------------------------------------------------------
 
-    def first_event(self, kind: str, after: int = 0) -> tuple[int, Event] | None:
+    def first_event(self, kind: type[E], after: int = 0) -> tuple[int, E] | None:
         """The first session event of `kind` at or after microphone sample `after`."""
-        return next(((at, e) for at, e in self.events if e.type == kind and at >= after), None)
+        return next(((at, e) for at, e in self.events if isinstance(e, kind) and at >= after), None)
 
     def kinds(self) -> list[str]:
         return [e.type for _, e in self.events]

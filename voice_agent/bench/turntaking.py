@@ -42,6 +42,15 @@ from voice_agent.bench.script import (
 )
 from voice_agent.config import Settings
 from voice_agent.engines import Engines, load_engines
+from voice_agent.events import (
+    BotStartedSpeaking,
+    BotStoppedSpeaking,
+    EndOfTurn,
+    Event,
+    PlaybackInterrupted,
+    ReplyAudioReady,
+    Unducked,
+)
 from voice_agent.frames import PCM
 from voice_agent.persona import Persona, PersonaStore, Voice
 from voice_agent.session import Session
@@ -81,7 +90,7 @@ async def _session(settings: Settings, persona: Persona, engines: Engines) -> As
             await owner.cancel_tasks()
 
 
-async def _until(room: Room, kind: str, after: int, timeout_s: float = 30) -> int | None:
+async def _until(room: Room, kind: type[Event], after: int, timeout_s: float = 30) -> int | None:
     """Mic sample of the first `kind` event at or after `after`; None after `timeout_s`."""
     waited = 0.0
     while (hit := room.first_event(kind, after)) is None:
@@ -116,24 +125,24 @@ async def bench_latency(
                 line = lines[i % len(lines)]
                 said = await room.said(room.say(line.pcm))
                 end = said.start + line.last
-                started = await _until(room, "bot_started_speaking", end)
+                started = await _until(room, BotStartedSpeaking, end)
                 if started is None:
                     continue
                 r, e = (
-                    room.first_event("reply_audio_ready", end),
-                    room.first_event("end_of_turn", end),
+                    room.first_event(ReplyAudioReady, end),
+                    room.first_event(EndOfTurn, end),
                 )
                 first = next((p.at for p in room.played if p.at >= end), None)
                 if r is not None:
                     ready.samples.append(_ms(r[0] - end, rate))
                 if e is not None:
                     ended.samples.append(_ms(e[0] - end, rate))
-                    finished.samples.append(float(e[1].data["reason"] == "finished turn"))
+                    finished.samples.append(float(e[1].reason == "finished turn"))
                 if r is not None and e is not None:
                     after_end.samples.append(_ms(r[0] - e[0], rate))
                 if first is not None:
                     out.samples.append(_ms(first - end, rate))
-                await _until(room, "bot_stopped_speaking", started)
+                await _until(room, BotStoppedSpeaking, started)
                 await room.wait_ms(300)
         figures += [ready, ended, after_end, out, finished]
     return figures
@@ -170,13 +179,13 @@ async def bench_duck(
             barge = i % 2 == 0
             line = (barge_ins if barge else backchannels)[i // 2 % 2]
             asked = await room.said(room.say(question.pcm))
-            started = await _until(room, "bot_started_speaking", asked.end)
+            started = await _until(room, BotStartedSpeaking, asked.end)
             if started is None:
                 continue
             await room.wait_ms(1200)
             said = await room.said(room.say(line.pcm))
             onset = said.start + line.first
-            verdict_kind = "playback_interrupted" if barge else "unduck"
+            verdict_kind: type[Event] = PlaybackInterrupted if barge else Unducked
             verdict = await _until(room, verdict_kind, onset, timeout_s=10)
             blocks = _blocks(room, onset, rate)
             down = next((at for at, level in blocks if level <= full - 20), None)
@@ -189,12 +198,12 @@ async def bench_duck(
                 stayed.samples.append(float(all(level <= full - 20 for level in levels)))
             if barge and verdict is not None:
                 confirmed.samples.append(_ms(verdict - onset, rate))
-            stopped = await _until(room, "bot_stopped_speaking", onset, timeout_s=60)
+            stopped = await _until(room, BotStoppedSpeaking, onset, timeout_s=60)
             if not barge:
                 if verdict is not None:
                     back_up.samples.append(_ms(verdict - onset, rate))
                 end = room.mic if stopped is None else stopped
-                cut = room.first_event("playback_interrupted", onset)
+                cut = room.first_event(PlaybackInterrupted, onset)
                 kept.samples.append(float(cut is None or cut[0] > end))
             await room.wait_ms(300)
     return [latency, depth, stayed, confirmed, back_up, kept]
@@ -230,17 +239,17 @@ async def bench_pauses(
             said = await room.said(room.say(trimmed(second, rate)))
             resumed = said.start
             end = said.end - rate // 50
-            ended = await _until(room, "end_of_turn", resumed - int(PAUSE_S * rate))
+            ended = await _until(room, EndOfTurn, resumed - int(PAUSE_S * rate))
             if ended is None:
                 continue
             cut.samples.append(float(ended < resumed))
             if ended < resumed:
                 progress(f'cut off at the pause: "{said_first} ... {said_second}"')
-            final = room.first_event("end_of_turn", end)
+            final = room.first_event(EndOfTurn, end)
             if final is not None:
                 waited.samples.append(_ms(final[0] - end, rate))
-            await _until(room, "bot_started_speaking", end)
-            await _until(room, "bot_stopped_speaking", end)
+            await _until(room, BotStartedSpeaking, end)
+            await _until(room, BotStoppedSpeaking, end)
             await room.wait_ms(300)
     return [cut, waited]
 

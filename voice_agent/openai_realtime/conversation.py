@@ -20,7 +20,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from voice_agent.events import Event
+from voice_agent.events import (
+    BotStoppedSpeaking,
+    EndOfTurn,
+    Error,
+    Event,
+    HistoryTruncated,
+    LlmDone,
+    LlmStarted,
+    PlaybackInterrupted,
+    ReplyText,
+    Transcript,
+    TtsChunk,
+    TurnDiscarded,
+    TurnReopened,
+    TurnRetracted,
+    TurnStarted,
+    UserMessage,
+    UserStartedSpeaking,
+    UserStoppedSpeaking,
+)
 from voice_agent.frames import Direction, Frame
 from voice_agent.openai_realtime.config import RealtimeConfig, SessionLink
 from voice_agent.openai_realtime.input import UserInput
@@ -110,57 +129,54 @@ class RealtimeConversation:
 
     def on_session_event(self, event: Event) -> None:
         """Act on one event of the session: the server events it means go to the client."""
-        kind, data = event.type, event.data
-        if kind == "user_started_speaking":
-            self._input.speech_started(int(data.get("audio_ms", 0)))
-        elif kind == "user_stopped_speaking":
-            self._input.speech_stopped(int(data.get("audio_ms", 0)))
-        elif kind in ("turn_started", "turn_reopened"):
-            self._input.turn_started()
-        elif kind == "transcript" and data.get("role") == "user" and not data.get("final"):
-            self._input.partial(str(data.get("text", "")))
-        elif kind == "user_message":
-            self._input.turn_message(int(data.get("turn", 0)), str(data["id"]))
-        elif kind == "turn_retracted":
-            ids = set(data.get("ids", []))
-            self._items.forget(ids)
-            self._input.forget(ids)
-        elif (
-            kind == "history_truncated"
-            and data.get("id")
-            and not str(data.get("heard", "")).strip()
-        ):
-            self._items.message_gone(str(data["id"]))  # a reply nothing of was heard: removed
-        elif kind == "end_of_turn":
-            self._input.turn_ended(int(data.get("turn", 0)), str(data.get("text", "")))
-        elif kind == "turn_discarded":
-            self._input.turn_discarded()
-        elif kind == "llm_started":
-            self._responses.reply_started()
-        elif kind == "reply_text" or (kind == "tts_chunk" and not self.config.spoken):
-            self._responses.reply_text(str(data.get("text", "")))  # spoken: as it is heard
-        elif kind == "llm_done":
-            self._responses.reply_done(data)
-        elif kind == "bot_stopped_speaking":
-            self._responses.played()
-        elif kind == "playback_interrupted":
-            self._responses.interrupted(str(data.get("heard", "")), int(data.get("played_ms", 0)))
-        elif kind == "error":
-            self._error(data)
+        match event:
+            case UserStartedSpeaking(audio_ms=ms):
+                self._input.speech_started(ms)
+            case UserStoppedSpeaking(audio_ms=ms):
+                self._input.speech_stopped(ms)
+            case TurnStarted() | TurnReopened():
+                self._input.turn_started()
+            case Transcript(role="user", final=False, text=text):
+                self._input.partial(text)
+            case UserMessage(turn=turn, id=message):
+                self._input.turn_message(turn, message)
+            case TurnRetracted(ids=ids):
+                self._items.forget(set(ids))
+                self._input.forget(set(ids))
+            case HistoryTruncated(id=str(message), heard=heard) if not heard.strip():
+                self._items.message_gone(message)  # a reply nothing of was heard: removed
+            case EndOfTurn(turn=turn, text=text):
+                self._input.turn_ended(turn, text)
+            case TurnDiscarded():
+                self._input.turn_discarded()
+            case LlmStarted():
+                self._responses.reply_started()
+            case ReplyText(text=text):
+                self._responses.reply_text(text)  # spoken: as it is heard
+            case TtsChunk(text=text) if not self.config.spoken:
+                self._responses.reply_text(text)
+            case LlmDone(text=text, id=message):
+                self._responses.reply_done(text, message)
+            case BotStoppedSpeaking():
+                self._responses.played()
+            case PlaybackInterrupted(heard=heard, played_ms=played_ms):
+                self._responses.interrupted(heard, played_ms)
+            case Error(code=code, message=message):
+                self._error(code, message)
 
     def on_reply_audio(self, samples: int) -> tuple[str, str]:
         """The reply's audio goes out (`samples` at 24 kHz): its response opens first if it
         has not; the ids (response, item) its delta belongs to."""
         return self._responses.reply_audio(samples)
 
-    def _error(self, data: dict[str, Any]) -> None:
+    def _error(self, code: str | None, message: str) -> None:
         self.send(
             {
                 "type": "error",
                 "error": {
                     "type": "server_error",
-                    "code": str(data.get("code") or "engine_error"),
-                    "message": str(data.get("message", "")),
+                    "code": code or "engine_error",
+                    "message": message,
                     "param": None,
                 },
             }

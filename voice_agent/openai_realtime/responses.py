@@ -120,16 +120,16 @@ class Responses:
         response.item.audio_ms += 1000.0 * samples / RATE
         return response.id, response.item.id
 
-    def reply_done(self, data: dict[str, Any]) -> None:
-        """The LLM is done with the latest reply (`data`: the `llm_done` event's)."""
+    def reply_done(self, text: str, message: str | None) -> None:
+        """The LLM is done with the latest reply: its `text`, its `message` in the history."""
         if not self._replies:
             return
         reply = self._replies[-1]
-        reply.message = data.get("id")
+        reply.message = message
         response = self._response
         if response is not None and response.item is not None and response.reply is reply:
             response.item.message = reply.message
-        if self._config.spoken and str(data.get("text", "")).strip():
+        if self._config.spoken and text.strip():
             return  # the response ends when its audio has played
         if response is not None and response.reply in (reply, None):
             self._close("completed")  # nothing will be played: it is over

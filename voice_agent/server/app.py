@@ -43,7 +43,8 @@ from voice_agent.backbone.backbone import Backbone
 from voice_agent.backbone.realtime_client import RemoteRealtimeError
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
-from voice_agent.events import CLIENT_MESSAGE, Subscription
+from voice_agent.eventbus import Subscription
+from voice_agent.events import ClientMessage, Event, TurnRecord
 from voice_agent.looplag import LoopLag
 from voice_agent.metrics import ServerMetrics, TurnLog
 from voice_agent.operators import OperatorFeed
@@ -331,15 +332,15 @@ class Server(TaskOwner):
             log.warning("%s", message)
             raise ProtocolError("backbone_unavailable", message) from None
 
-    async def _observe(self, session: str, events: Subscription) -> None:
+    async def _observe(self, session: str, events: Subscription[Event]) -> None:
         """What a session's client sees goes to Prometheus and the operators too; each turn's
         whole timeline, once the reply is over, to the turn log."""
         async for event in events:
-            if event.type == "turn_record" and self.turn_log is not None:
+            if isinstance(event, TurnRecord) and self.turn_log is not None:
                 self.turn_log.write(event.data)
-            elif event.type == CLIENT_MESSAGE:
-                self.metrics.observe(event.data)
-                self.operators.publish(session, event.data)
+            elif isinstance(event, ClientMessage):
+                self.metrics.observe(event.message)
+                self.operators.publish(session, event.message)
 
 
 async def _close_when_closed(ws: ServerConnection, session: Session) -> None:

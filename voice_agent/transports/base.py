@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from voice_agent.audio.playback import AudioSink
-from voice_agent.events import CLIENT_MESSAGE, Event
+from voice_agent.events import ClientMessage, Event
 from voice_agent.frames import Frame
 
 SendJson = Callable[[dict[str, Any]], Awaitable[None]]
@@ -39,14 +39,14 @@ class Transport(ABC):
 
 class PeerTransport(Transport):
     """A transport to a client of the wire protocol (docs/protocol.md): the session's client
-    messages (`CLIENT_MESSAGE` events) go to it through `send_json`."""
+    messages (`ClientMessage` events) go to it through `send_json`."""
 
     def __init__(self, send_json: SendJson) -> None:
         self._send_json = send_json
 
     async def send_event(self, event: Event) -> None:
-        if event.type == CLIENT_MESSAGE:
-            await self._send_json(event.data)
+        if isinstance(event, ClientMessage):
+            await self._send_json(event.message)
 
 
 def is_loopback(host: str) -> bool:

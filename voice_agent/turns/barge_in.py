@@ -24,7 +24,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from voice_agent.turns.decisions import AskForWords, Decision, Duck, Interrupt, emit
+from voice_agent.events import (
+    BargeInCandidate,
+    Ducked,
+    InterruptionConfirmed,
+    InterruptionRejected,
+    Unducked,
+)
+from voice_agent.turns.decisions import AskForWords, Decision, Duck, Emit, Interrupt
 from voice_agent.turns.hearing import Hearing
 from voice_agent.turns.lexicon import takes_the_floor, words
 from voice_agent.turns.policy import TurnPolicy
@@ -90,7 +97,7 @@ class BargeInJudge:
         self._candidate, self._asked, self._early_words = True, False, ""
         if not self._ducked:
             self._duck(True, "speech start", out)
-        out.append(emit("barge_in_candidate"))
+        out.append(Emit(BargeInCandidate()))
         return self._check(out)
 
     def audio(self) -> Verdict:
@@ -123,7 +130,7 @@ class BargeInJudge:
         if self.hearing.speaking:  # they have started again: that stretch is the candidate now
             return Verdict(out)
         self._candidate = False
-        out.append(emit("interruption_rejected", text=text))
+        out.append(Emit(InterruptionRejected(text=text)))
         if self._ducked:
             self._duck(False, "not an interruption", out)
         return Verdict(out)
@@ -164,11 +171,11 @@ class BargeInJudge:
         self._candidate = False
         self._ducked = False  # the interruption resets playback's level
         out.append(Interrupt("barge-in"))
-        out.append(emit("interruption_confirmed", by=by, speech_ms=speech_ms, text=text))
+        out.append(Emit(InterruptionConfirmed(by=by, speech_ms=speech_ms, text=text)))
         return Verdict(out, turn=True)
 
     def _duck(self, on: bool, why: str, out: list[Decision]) -> None:
         self._ducked = on
         db = self.policy.duck_db if on else 0.0
         out.append(Duck(db))
-        out.append(emit("duck" if on else "unduck", db=db, why=why))
+        out.append(Emit((Ducked if on else Unducked)(db=db, why=why)))

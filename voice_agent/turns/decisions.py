@@ -3,26 +3,30 @@
 Each input to a machine (`TurnTaker`, `Endpointer`, `BargeInJudge`) returns a list of these;
 `TurnStage` carries them out in that order, each as one frame, one event or one call. The
 order matters: what is sent downstream after an `Interrupt` follows the interruption (see
-`voice_agent/turns/stage.py`), and every event is stamped when it is carried out.
+`voice_agent/turns/stage.py`), and every event is stamped when the machine makes it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from voice_agent.events import Event
 
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """Report an event (`Stage.emit(kind, **data)`): the metrics timeline, the wire protocol
-    and the operators' feed read them, so names and payloads are part of the interface."""
+    """Report `event` (`Stage.emit`): the metrics timeline, the wire protocol and the
+    operators' feed read it."""
 
-    kind: str
-    data: dict[str, object] = field(default_factory=dict)
+    event: Event
 
+    @property
+    def kind(self) -> str:
+        return self.event.type
 
-def emit(kind: str, **data: object) -> Emit:
-    """`Emit(kind, data)`, written as the stage's `emit` call is."""
-    return Emit(kind, data)
+    @property
+    def data(self) -> dict[str, object]:
+        return self.event.data
 
 
 @dataclass(frozen=True, slots=True)

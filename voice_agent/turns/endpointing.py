@@ -35,15 +35,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from voice_agent.events import (
+    EndOfTurn,
+    PreemptionCancelled,
+    TurnDiscarded,
+    TurnModelScore,
+    TurnReopened,
+    TurnResumed,
+    TurnStarted,
+    UserTurnSent,
+)
 from voice_agent.turns.decisions import (
     Decision,
     DropRequests,
+    Emit,
     EndTurn,
     Interrupt,
     ReleaseRequests,
     ScoreTurn,
     SendTurn,
-    emit,
 )
 from voice_agent.turns.hearing import Hearing
 from voice_agent.turns.lexicon import asks, hangs
@@ -159,9 +169,9 @@ class Endpointer:
         self._endpointing = False
         h = self.hearing
         if self._open:
-            out.append(emit("turn_resumed", turn=self._turn))
+            out.append(Emit(TurnResumed(turn=self._turn)))
             if self._sent is not None and self._sent[1]:
-                out.append(emit("preemption_cancelled", turn=self._sent[0]))
+                out.append(Emit(PreemptionCancelled(turn=self._sent[0])))
                 out.append(Interrupt("user resumed"))
                 self._sent = (self._sent[0], "")  # its reply is gone: send the turn again
         elif (
@@ -172,7 +182,7 @@ class Endpointer:
             ended, self._ended = self._ended, None
             out.append(Interrupt("user resumed"))
             self._open_turn(ended.segments, out, sent=ended.turn)
-            out.append(emit("turn_reopened", turn=ended.turn))
+            out.append(Emit(TurnReopened(turn=ended.turn)))
         else:
             self._open_turn([], out)
         return out
@@ -233,7 +243,7 @@ class Endpointer:
         self._endpoint_ms = (
             self.policy.endpoint_silence_ms if finished else self.policy.unfinished_silence_ms
         )
-        out.append(emit("turn_model", probability=round(probability, 3), finished=finished))
+        out.append(Emit(TurnModelScore(probability=round(probability, 3), finished=finished)))
         self._maybe_end_turn(out)
         return out
 
@@ -266,7 +276,7 @@ class Endpointer:
         self._skip_finals = self._finals_due
         self._commit_due = False
         if self._open:
-            out.append(emit("turn_discarded", turn=self._turn))
+            out.append(Emit(TurnDiscarded(turn=self._turn)))
         self._open, self._segments, self._sent, self._endpointing = False, [], None, False
         return out
 
@@ -289,7 +299,7 @@ class Endpointer:
         else:
             self._ids += 1
             self._turn = self._ids
-            out.append(emit("turn_started", turn=self._turn))
+            out.append(Emit(TurnStarted(turn=self._turn)))
 
     def _start_endpointing(self, out: list[Decision]) -> None:
         """The user has paused: count the silence, and ask the turn model how it sounded."""
@@ -315,7 +325,7 @@ class Endpointer:
             self._turn = self._ids
         self._sent = (self._turn, text)
         out.append(SendTurn(text, self._turn, replaces, respond=self.policy.auto_reply))
-        out.append(emit("user_turn_sent", turn=self._turn, how=how, replaces=replaces, text=text))
+        out.append(Emit(UserTurnSent(turn=self._turn, how=how, replaces=replaces, text=text)))
 
     def _maybe_end_turn(self, out: list[Decision]) -> None:
         h, policy = self.hearing, self.policy
@@ -357,7 +367,7 @@ class Endpointer:
         out.append(EndTurn(self._turn, reason))
         probability = None if self._probability is None else round(self._probability, 3)
         out.append(
-            emit("end_of_turn", turn=self._turn, reason=reason, probability=probability, text=text)
+            Emit(EndOfTurn(turn=self._turn, reason=reason, probability=probability, text=text))
         )
         self._ended = _Ended(self._turn, self._segments, self.hearing.heard) if text else None
         self._sent = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from voice_agent.events import TurnModelFailed
 from voice_agent.executor import Priority, Runner
 from voice_agent.frames import (
     PCM,
@@ -160,8 +161,8 @@ class TurnStage(Stage):
     def _carry_out(self, decisions: list[Decision]) -> None:
         for d in decisions:
             match d:
-                case Emit(kind, data):
-                    self.emit(kind, **data)
+                case Emit(event):
+                    self.emit(event)
                 case SendTurn(text, turn, replaces, respond):
                     self.push_nowait(
                         UserTurnFrame(text=text, turn=turn, replaces=replaces, respond=respond)
@@ -201,6 +202,6 @@ class TurnStage(Stage):
         try:
             p = await self.executor.run(self._turn_model, audio, priority=Priority.URGENT)
         except Exception as exc:  # the silence rule still ends the turn
-            self.emit("turn_model_failed", error=f"{type(exc).__name__}: {exc}")
+            self.emit(TurnModelFailed(error=f"{type(exc).__name__}: {exc}"))
             return
         self.queue_frame(_TurnModelScore(pause=pause, probability=p))

@@ -9,6 +9,7 @@ import time
 
 from voice_agent.audio.vad.activity import VoiceActivity
 from voice_agent.audio.vad.models import SAMPLE_RATE
+from voice_agent.events import UserStartedSpeaking, UserStoppedSpeaking, VadFalseOnset, VadOnset
 from voice_agent.frames import (
     Direction,
     EndFrame,
@@ -56,7 +57,7 @@ class VADStage(Stage):
     def enabled(self, on: bool) -> None:
         """Turn speech detection on or off; off mid-speech closes the stretch now."""
         if self._enabled and not on and self.activity.speaking:
-            self.emit("user_stopped_speaking", speech_end_ms_ago=0, silence_ms=0)
+            self.emit(UserStoppedSpeaking(speech_end_ms_ago=0, silence_ms=0))
             self.push_nowait(UserStoppedSpeakingFrame(speech_end_ns=time.monotonic_ns()), DOWN)
         self._enabled = on
 
@@ -66,7 +67,7 @@ class VADStage(Stage):
             self.activity.threshold = frame.threshold
         if isinstance(frame, EndFrame) and self.activity.speaking and self._enabled:
             # The input ends mid-speech: close the stretch, so that its words are not lost.
-            self.emit("user_stopped_speaking", speech_end_ms_ago=0, silence_ms=0)
+            self.emit(UserStoppedSpeaking(speech_end_ms_ago=0, silence_ms=0))
             await self.push(UserStoppedSpeakingFrame(speech_end_ns=time.monotonic_ns()), DOWN)
         await self.push(frame, direction)
         if not isinstance(frame, InputAudioFrame):
@@ -82,34 +83,36 @@ class VADStage(Stage):
         fed = self.activity.samples
         for event in events:
             if event.kind == "onset":
-                self.emit("vad_onset")
+                self.emit(VadOnset())
                 await self.push(SpeechOnsetFrame(), DOWN)
             elif event.kind == "quiet":
                 # A pause may be coming: have the ASR decode now, so that its final at the
                 # pause can reuse this decode instead of starting one (60-130 ms sooner).
                 await self.push(TranscriptRequestFrame(), DOWN)
             elif event.kind == "false_onset":
-                self.emit("vad_false_onset")
+                self.emit(VadFalseOnset())
                 await self.push(FalseOnsetFrame(), DOWN)
             elif event.kind == "started":
                 assert event.onset_sample is not None
                 ago = self._ago_ns(fed - event.onset_sample)
                 self.emit(
-                    "user_started_speaking",
-                    onset_ms_ago=round(ago / 1e6),
-                    audio_ms=self._audio_ms(event.onset_sample),
+                    UserStartedSpeaking(
+                        onset_ms_ago=round(ago / 1e6),
+                        audio_ms=self._audio_ms(event.onset_sample),
+                    )
                 )
                 await self.push(UserStartedSpeakingFrame(onset_ns=now - ago), DOWN)
             else:
                 assert event.speech_end_sample is not None
                 ago = self._ago_ns(fed - event.speech_end_sample)
                 self.emit(
-                    "user_stopped_speaking",
-                    speech_end_ms_ago=round(ago / 1e6),
-                    audio_ms=self._audio_ms(event.speech_end_sample),
-                    silence_ms=round(
-                        1000 * (event.at_sample - event.speech_end_sample) / self.sample_rate
-                    ),
+                    UserStoppedSpeaking(
+                        speech_end_ms_ago=round(ago / 1e6),
+                        audio_ms=self._audio_ms(event.speech_end_sample),
+                        silence_ms=round(
+                            1000 * (event.at_sample - event.speech_end_sample) / self.sample_rate
+                        ),
+                    )
                 )
                 await self.push(
                     UserStoppedSpeakingFrame(speech_end_ns=now - ago, silence_ms=round(ago / 1e6)),
