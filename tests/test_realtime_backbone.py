@@ -356,7 +356,7 @@ async def test_a_turn_is_answered_with_speech_and_events(
     data = dict(harness.events)
     assert data["first_clause"] == {"text": "Hello "}
     assert data["tts_first_chunk"] == {"text": "Hello ", "ms": 100}
-    assert data["llm_done"] == {"text": "Hello there, friend. Bye."}
+    assert data["llm_done"] == {"text": "Hello there, friend. Bye.", "id": None}
 
 
 async def test_a_turn_that_asks_for_no_reply_only_commits(
