@@ -1,12 +1,9 @@
-"""Every engine loaded and run once in a child process, before the server trusts it.
+"""The runner of the engine checks: each in a child process, a crash or a hang named, passes
+remembered.
 
-A native runtime built for another CPU does not raise: llama.cpp compiled with -march=native
-dies with SIGSEGV (AMX) or SIGILL (AVX-512) on its first decode, with no Python traceback, and
-takes the process that loaded it down. So `serve` and `talk` first run each engine they need in
-a child process; a crash or a load error there becomes one line that names the engine, why it
-failed and how to repair it. A passed check is remembered, keyed by the engine's settings, its
-runtime's files and the CPU, so only the first start on a machine (or after a rebuild) pays for
-it. `voice-agent doctor` runs every check, uncached.
+A crash or a load error in the child becomes a `Result` that names the engine, why it failed and
+how to repair it. A passed check is remembered, keyed by the engine's settings, its runtime's
+files and the CPU, so only the first start on a machine (or after a rebuild) pays for it.
 
 The child speaks JSON lines on stdout: ``{"begin": NAME}``, then ``{"ok": NAME, "detail": ...}``
 or ``{"error": NAME, "detail": ...}``; a check that began and never ended is the one that
@@ -28,18 +25,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import numpy as np
+from typing import IO
 
 from voice_agent import __version__, cachefile, nativecode
 from voice_agent.config import Settings
+from voice_agent.enginecheck.checks import Check, crash_repair, describe, needed, settings_of
 from voice_agent.modelfiles import ModelError
 
-log = logging.getLogger(__name__)
-
-Check = Callable[[Settings], str]
-"""Loads one engine as the settings say and runs it once; returns what it did, for people."""
+log = logging.getLogger("voice_agent.enginecheck")  # the package's: log lines name it, as ever
 
 TIMEOUT_S = 300.0
 """The longest one check may take (loading a model from a cold disk included)."""
@@ -52,102 +45,6 @@ _RUNTIMES = (
     "onnxruntime",
     "torch",
 )
-
-
-# -- the checks (run in the child) -------------------------------------------------------------
-
-
-def _store(settings: Settings) -> Any:
-    from voice_agent.modelfiles import ModelStore
-
-    return ModelStore(cache_dir=settings.engines.models_cache, progress=None)
-
-
-def _noise(seconds: float, rate: int = 16000) -> np.ndarray[Any, np.dtype[np.int16]]:
-    return (np.random.default_rng(0).standard_normal(int(seconds * rate)) * 300).astype(np.int16)
-
-
-def _check_asr(settings: Settings) -> str:
-    from voice_agent.engines import load_asr
-
-    stream = load_asr(settings.engines.asr, _store(settings)).stream()
-    stream.accept(_noise(1.0))
-    return f"transcribed 1 s of audio ({stream.finalize()!r})"
-
-
-def _check_llm(settings: Settings) -> str:
-    from voice_agent.backbone.base import GenerationParams
-    from voice_agent.engines import load_llm
-
-    engine = load_llm(settings.engines.llm, _store(settings))
-    try:
-        reply = engine.stream(
-            [{"role": "user", "content": "Say hello."}], GenerationParams(max_tokens=8)
-        )
-        text = "".join(reply)
-    finally:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
-    return f"generated {text.strip()!r}"
-
-
-def _check_tts(settings: Settings) -> str:
-    from voice_agent.engines import load_tts
-    from voice_agent.persona import Voice
-
-    tts = load_tts("piper", settings.engines.tts, _store(settings))
-    pcm = tts.synthesize("Hello.", Voice(engine="piper", id="joe"))
-    return f"synthesized {len(pcm) / tts.sample_rate:.2f} s of speech"
-
-
-def _check_turns(settings: Settings) -> str:
-    from voice_agent.audio.smart_turn import load_smart_turn
-    from voice_agent.audio.vad import vad_factory
-
-    store = _store(settings)
-    vad_factory(settings.vad, store)().feed(_noise(1.0))
-    if not settings.turns.smart_turn:
-        return "VAD ran (Smart Turn is off)"
-    score = load_smart_turn(store).predict(_noise(1.0))
-    return f"VAD and Smart Turn ran (score {score:.2f})"
-
-
-CHECKS: dict[str, Check] = {
-    "asr": _check_asr,
-    "llm": _check_llm,
-    "tts": _check_tts,
-    "turns": _check_turns,
-}
-
-
-def _describe(name: str, settings: Settings) -> str:
-    e = settings.engines
-    return {
-        "asr": f"ASR ({e.asr.model_path or e.asr.model})",
-        "llm": f"LLM ({e.llm.engine}, {e.llm.model_path or e.llm.model})",
-        "tts": f"TTS (piper, {e.tts.piper_model_path or e.tts.piper_model})",
-        "turns": "VAD and turn model (Silero, Smart Turn)",
-    }.get(name, name)
-
-
-def _settings_of(name: str, settings: Settings) -> list[Any]:
-    """The settings a check's result depends on, as JSON."""
-    e = settings.engines
-    parts: dict[str, list[Any]] = {
-        "asr": [e.asr],
-        "llm": [e.llm],
-        "tts": [e.tts],
-        "turns": [settings.vad, settings.turns],
-    }
-    return [p.model_dump(mode="json") for p in parts.get(name, [settings])]
-
-
-def needed(settings: Settings) -> list[str]:
-    """The checks for the engines `serve` and `talk` load with these settings."""
-    if settings.engines.backbone == "realtime":  # the remote service thinks and speaks
-        return ["asr", "turns"]
-    return ["asr", "llm", "tts", "turns"]
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -185,32 +82,6 @@ class EngineCheckFailed(RuntimeError):
         self.failed = list(failed)
 
 
-def _crash_repair(name: str, settings: Settings) -> str:
-    if name == "llm" and settings.engines.llm.engine == "llama-server":
-        return (
-            "its runtime (xllamacpp) crashed on this CPU: reinstall it (pip install "
-            "--force-reinstall xllamacpp) and run `voice-agent doctor`"
-        )
-    if name == "llm":
-        cpu = nativecode.cpu()
-        if cpu.missing:
-            return (
-                f"this CPU lacks {', '.join(cpu.missing)}, which the portable llama.cpp build "
-                "needs: rebuild it for this machine with VOICE_AGENT_LLAMA_CMAKE_ARGS="
-                "'-DGGML_NATIVE=ON' scripts/bootstrap.sh (docs/models.md), or point "
-                "engines.llm at an OpenAI-compatible server"
-            )
-        return (
-            "llama.cpp (llama-cpp-python) was built for another CPU: rebuild it portable with "
-            "scripts/bootstrap.sh (or make setup); `voice-agent doctor` shows the details"
-        )
-    package = {"asr": "ctranslate2", "tts": "onnxruntime", "turns": "onnxruntime"}.get(name, "")
-    return (
-        f"its runtime crashed on this CPU: reinstall it (pip install --force-reinstall {package})"
-        " and run `voice-agent doctor`"
-    )
-
-
 def _failure(
     name: str, settings: Settings, rc: int, timeout_s: float | None, out: str, s: float
 ) -> Result:
@@ -225,17 +96,18 @@ def _failure(
         except ValueError:
             sig = f"signal {-rc}"
         detail = f"crashed ({sig}) in its test run"
-        repair = _crash_repair(name, settings)
+        repair = crash_repair(name, settings)
     else:
         detail = f"its test process exited with status {rc} before it finished"
         repair = "`voice-agent doctor` shows its output"
-    return Result(name, _describe(name, settings), False, detail, repair, s, output=out)
+    return Result(name, describe(name, settings), False, detail, repair, s, output=out)
 
 
 # -- the parent ---------------------------------------------------------------------------------
 
 
 def default_cache_file() -> Path:
+    """Where `ensure_engines_run` remembers the checks that passed."""
     return cachefile.cache_file("engine-checks.json")
 
 
@@ -261,7 +133,7 @@ def _identity(
         [
             __version__,
             name,
-            _settings_of(name, settings),
+            settings_of(name, settings),
             versions,
             libraries,
             cpu.model,
@@ -298,7 +170,7 @@ def run_checks(
     results: dict[str, Result] = {}
     for n in names:
         if keys[n] in remembered:
-            results[n] = Result(n, _describe(n, settings), True, "passed before", cached=True)
+            results[n] = Result(n, describe(n, settings), True, "passed before", cached=True)
             if on_result:
                 on_result(results[n])
     todo = [n for n in names if n not in results]
@@ -366,7 +238,7 @@ def _run_child(
             if name is None:
                 continue
             s = time.perf_counter() - started
-            what = _describe(name, settings)
+            what = describe(name, settings)
             if "ok" in msg:
                 results.append(Result(name, what, True, msg["detail"], seconds=s))
             else:
@@ -445,7 +317,3 @@ def child_main(checks: Mapping[str, Check], names: Sequence[str], stdin: IO[str]
         except Exception as exc:
             say(error=name, detail=f"failed: {type(exc).__name__}: {exc}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(child_main(CHECKS, sys.argv[1:], sys.stdin))
