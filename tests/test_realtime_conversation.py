@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes import FakeTTS, make_event, persona
 from voice_agent.backbone.base import TTSEngine
+from voice_agent.backbone.stages import PersonaChangeFrame
 from voice_agent.config import Settings
 from voice_agent.frames import (
     CommitTurnFrame,
@@ -20,11 +21,9 @@ from voice_agent.frames import (
     HistoryAddFrame,
     HistoryRemoveFrame,
     HistoryTruncateFrame,
-    PersonaChangeFrame,
     ResponseRequestFrame,
     SpeechDetectionFrame,
     SpokenRepliesFrame,
-    TurnPolicyFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -33,6 +32,7 @@ from voice_agent.openai_realtime.conversation import RealtimeConversation
 from voice_agent.openai_realtime.schema import RATE, RealtimeError
 from voice_agent.persona import Persona, PersonaStore
 from voice_agent.turns import TurnPolicy
+from voice_agent.turns.policy import TurnPolicyFrame
 
 DOWN, UP = Direction.DOWNSTREAM, Direction.UPSTREAM
 LONG = "one two three four five six seven eight nine ten"

@@ -21,15 +21,15 @@ from tests.fakes import (
     settings,
 )
 from voice_agent.backbone.base import GenerationParams
+from voice_agent.backbone.stages import PersonaChangeFrame
 from voice_agent.eventbus import Subscription
 from voice_agent.frames import (
     HistoryAddFrame,
     HistoryRemoveFrame,
     HistoryTruncateFrame,
-    PersonaChangeFrame,
-    TurnPolicyFrame,
 )
 from voice_agent.session import Session
+from voice_agent.turns.policy import TurnPolicyFrame
 
 FRAME_MS = 20
 

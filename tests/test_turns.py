@@ -34,13 +34,13 @@ from voice_agent.frames import (
     SystemFrame,
     TranscriptionFrame,
     TranscriptRequestFrame,
-    TurnPolicyFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
     UserTurnFrame,
 )
 from voice_agent.pipeline import UP
 from voice_agent.turns import TurnPolicy, TurnStage, hangs, takes_the_floor, words
+from voice_agent.turns.policy import TurnPolicyFrame
 
 RATE = 16000
 F = TypeVar("F", bound=Frame)

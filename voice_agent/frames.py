@@ -26,10 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:  # what some frames carry; frames depend on none of these modules
-    from voice_agent.backbone.base import TTSEngine
     from voice_agent.history import Role
-    from voice_agent.persona import Persona
-    from voice_agent.turns import TurnPolicy
 
 PCM = npt.NDArray[np.int16]
 """Mono 16-bit PCM samples."""
@@ -223,15 +220,6 @@ class PlaybackInterruptedFrame(SystemFrame):
 
 
 @dataclass(slots=True, kw_only=True)
-class PersonaChangeFrame(SystemFrame):
-    """Behave and speak as `persona` from now on: its prompt and manners (the LLM stage), its
-    voice with `tts`, the engine that speaks it (the TTS stage; None: the engine stays)."""
-
-    persona: Persona
-    tts: TTSEngine | None = None
-
-
-@dataclass(slots=True, kw_only=True)
 class SpokenRepliesFrame(SystemFrame):
     """Speak the replies (True), or give them as text only (False: the TTS stage reports their
     chunks and synthesizes nothing)."""
@@ -245,13 +233,6 @@ class SpeechDetectionFrame(SystemFrame):
 
     enabled: bool
     threshold: float
-
-
-@dataclass(slots=True, kw_only=True)
-class TurnPolicyFrame(SystemFrame):
-    """Take turns by `policy` from now on (the turn stage)."""
-
-    policy: TurnPolicy
 
 
 @dataclass(slots=True, kw_only=True)

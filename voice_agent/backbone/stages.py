@@ -45,10 +45,10 @@ from voice_agent.frames import (
     LLMResponseEndFrame,
     LLMResponseStartFrame,
     LLMTextFrame,
-    PersonaChangeFrame,
     PlaybackInterruptedFrame,
     ResponseRequestFrame,
     SpokenRepliesFrame,
+    SystemFrame,
     TranscriptionFrame,
     TranscriptRequestFrame,
     TTSAudioFrame,
@@ -61,6 +61,15 @@ from voice_agent.frames import (
 from voice_agent.history import History, Message
 from voice_agent.persona import Persona
 from voice_agent.pipeline import DOWN, Stage
+
+
+@dataclass(slots=True, kw_only=True)
+class PersonaChangeFrame(SystemFrame):
+    """Behave and speak as `persona` from now on: its prompt and manners (the LLM stage), its
+    voice with `tts`, the engine that speaks it (the TTS stage; None: the engine stays)."""
+
+    persona: Persona
+    tts: TTSEngine | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from voice_agent.backbone.base import TTSEngine
+from voice_agent.backbone.stages import PersonaChangeFrame
 from voice_agent.config import Settings
 from voice_agent.frames import (
     Direction,
     Frame,
-    PersonaChangeFrame,
     SpeechDetectionFrame,
     SpokenRepliesFrame,
-    TurnPolicyFrame,
 )
 from voice_agent.openai_realtime.schema import (
     RATE,
@@ -37,6 +36,7 @@ from voice_agent.openai_realtime.schema import (
 )
 from voice_agent.persona import Persona, PersonaStore, Voice
 from voice_agent.turns import TurnPolicy
+from voice_agent.turns.policy import TurnPolicyFrame
 
 if TYPE_CHECKING:
     from voice_agent.session import Session

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from voice_agent.config import Settings
 from voice_agent.openai_realtime.config import SessionLink
 from voice_agent.openai_realtime.conversation import RealtimeConversation
+from voice_agent.openai_realtime.transport import RealtimeTransport
 from voice_agent.persona import Persona, PersonaStore
 from voice_agent.protocol import (
     Bye,
@@ -39,7 +40,6 @@ from voice_agent.protocol import (
 from voice_agent.session import Session
 from voice_agent.transports.base import Transport
 from voice_agent.transports.pcm import PcmTransport
-from voice_agent.transports.realtime_api import RealtimeTransport
 from voice_agent.transports.sockets import send_within
 from voice_agent.transports.webrtc import WebRTCTransport
 

@@ -34,7 +34,7 @@ from voice_agent.turns.endpointing import QUESTION_FLOOR, Endpointer
 from voice_agent.turns.hearing import Hearing
 from voice_agent.turns.lexicon import BACKCHANNELS, HANGING, asks, hangs, takes_the_floor, words
 from voice_agent.turns.model import TURN_MODEL_WINDOW_S, RecentAudio, TurnModel
-from voice_agent.turns.policy import TurnPolicy
+from voice_agent.turns.policy import TurnPolicy, TurnPolicyFrame
 from voice_agent.turns.stage import TurnStage
 from voice_agent.turns.taker import TurnTaker
 
@@ -49,6 +49,7 @@ __all__ = [
     "RecentAudio",
     "TurnModel",
     "TurnPolicy",
+    "TurnPolicyFrame",
     "TurnStage",
     "TurnTaker",
     "Verdict",

@@ -1,7 +1,7 @@
 """The turn policy: the numbers and switches turn-taking decides with.
 
 `TurnPolicy.of` takes them from the settings, with what the persona's file sets taking
-precedence; the realtime API's client may change some during a session (the session replaces
+precedence; the realtime API's client may change some during a session (a `TurnPolicyFrame` replaces
 the stage's policy, and the machines decide with the new one from their next input on).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from voice_agent.config import Settings
+from voice_agent.frames import SystemFrame
 from voice_agent.persona import Persona
 
 
@@ -60,3 +61,11 @@ class TurnPolicy:
             duck_db=settings.turns.duck_db,
             pause_ms=settings.vad.stop_ms,
         )
+
+
+@dataclass(slots=True, kw_only=True)
+class TurnPolicyFrame(SystemFrame):
+    """Take turns by `policy` from now on (the turn stage applies it: a realtime client's
+    `session.update`)."""
+
+    policy: TurnPolicy

@@ -40,7 +40,6 @@ from voice_agent.frames import (
     SystemFrame,
     TranscriptionFrame,
     TranscriptRequestFrame,
-    TurnPolicyFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
     UserTurnFrame,
@@ -59,7 +58,7 @@ from voice_agent.turns.decisions import (
     SendTurn,
 )
 from voice_agent.turns.model import RecentAudio, TurnModel
-from voice_agent.turns.policy import TurnPolicy
+from voice_agent.turns.policy import TurnPolicy, TurnPolicyFrame
 from voice_agent.turns.taker import TurnTaker
 
 
