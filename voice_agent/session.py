@@ -106,10 +106,10 @@ class Session(TaskOwner):
     # --- what a client may change during the session (the realtime API's session.update) ---
 
     def change(self, frame: Frame, direction: Direction = DOWN) -> None:
-        """Send a client's change (a setting, an edit of the history: the frames of
-        `voice_agent.frames` for them) into the pipeline, whose stage that keeps the state
-        applies it. An edit that must follow what playback reports goes `UP`, in at the output
-        end, behind that report."""
+        """Send a client's change (a setting or an edit of the history, as a frame: see
+        docs/architecture.md) into the pipeline, whose stage that keeps the state applies it.
+        An edit that must follow what playback reports goes `UP`, in at the output end, behind
+        that report."""
         self.pipeline.queue(frame, direction)
 
     @property

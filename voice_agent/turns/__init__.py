@@ -6,7 +6,7 @@ the assistant is speaking. It decides the end of the user's turn, gives the LLM 
 before that (a preemptive reply), ducks the assistant's voice under speech and tells a
 barge-in from a backchannel or a cough; with the realtime API, the client may decide the turns.
 
-The deciding is done by synchronous state machines, like `audio/vad.py`'s `VoiceActivity`:
+The deciding is done by synchronous state machines, like `audio/vad/activity.py`'s `VoiceActivity`:
 fed positions on the audio clock (samples heard), the VAD's decisions, transcripts and the turn
 model's scores, they return plain decisions (send the turn's text, end the turn, duck,
 interrupt, score this pause, events to emit), with no asyncio, no frames and no executor. The

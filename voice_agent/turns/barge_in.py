@@ -15,9 +15,9 @@ lost. Speech that outlasts the reply (a quick "yes" to its question) is a turn. 
 policy's `barge_in` off the judge is never asked: the reply plays out, and speech over it is a
 turn of its own.
 
-`BargeInJudge` is a synchronous state machine, like `audio/vad.py`'s `VoiceActivity`. It does
-not open the user's turn itself: a `Verdict` whose `turn` is set says the speech is the user's
-turn now, and `TurnTaker` hands it to the `Endpointer`.
+`BargeInJudge` is a synchronous state machine, like `audio/vad/activity.py`'s `VoiceActivity`.
+It does not open the user's turn itself: a `Verdict` whose `turn` is set says the speech is
+the user's turn now, and `TurnTaker` hands it to the `Endpointer`.
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@
   client asks for a reply (held until a pending commit is done: `ReleaseRequests`), and nothing
   is sent preemptively.
 
-`Endpointer` is a synchronous state machine, like `audio/vad.py`'s `VoiceActivity`: each input
-is a method that returns the decisions it leads to (`decisions.py`), in order. It never waits:
-it asks for the turn model's score (`ScoreTurn`), the score comes back later as an input
-(`scored`), and the silence keeps counting meanwhile.
+`Endpointer` is a synchronous state machine, like `audio/vad/activity.py`'s `VoiceActivity`:
+each input is a method that returns the decisions it leads to (`decisions.py`), in order. It
+never waits: it asks for the turn model's score (`ScoreTurn`), the score comes back later as an
+input (`scored`), and the silence keeps counting meanwhile.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ both held some thirty fields and read each other's; here each machine's state is
 can be tested alone, and the hand-offs are the few lines below.
 
 Every input returns the decisions it leads to (`decisions.py`), in order, as plain records:
-no asyncio, no frames, no executor, like `audio/vad.py`'s `VoiceActivity`.
+no asyncio, no frames, no executor, like `audio/vad/activity.py`'s `VoiceActivity`.
 """
 
 from __future__ import annotations
