@@ -52,7 +52,7 @@ from voice_agent.persona import Persona, PersonaStore
 from voice_agent.protocol import ProtocolError, error_event, redact
 from voice_agent.server import responses
 from voice_agent.server.access import Access, check_binding
-from voice_agent.server.handshakes import HANDSHAKES, Handshake, Peer
+from voice_agent.server.handshakes import HANDSHAKES, Handshake, Peer, close_when
 from voice_agent.session import Session
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.sockets import (
@@ -308,7 +308,7 @@ class Server(TaskOwner):
             self.operators.session_started(session.id, who, kind)
             try:
                 await handshake.hello(session)
-                session.create_task(_close_when_closed(ws, session), "socket")
+                session.create_task(close_when(ws.wait_closed(), session), "socket")
                 handshake.watch(session)
                 await session.run()
             finally:
@@ -341,11 +341,6 @@ class Server(TaskOwner):
             elif isinstance(event, ClientMessage):
                 self.metrics.observe(event.message)
                 self.operators.publish(session, event.message)
-
-
-async def _close_when_closed(ws: ServerConnection, session: Session) -> None:
-    await ws.wait_closed()
-    session.close()
 
 
 async def run_server(settings: Settings) -> None:

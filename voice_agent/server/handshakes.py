@@ -107,7 +107,7 @@ async def webrtc(peer: Peer) -> Handshake:
         raise
 
     def watch(session: Session) -> None:
-        session.create_task(_close_when(transport.gone.wait(), session), "peer")
+        session.create_task(close_when(transport.gone.wait(), session), "peer")
         session.create_task(_signaling(peer, session), "signaling")
         session.create_task(_connected(peer, transport, session), "connect")
 
@@ -190,7 +190,8 @@ def _hello(peer: Peer, extra: dict[str, Any]) -> Callable[[Session], Awaitable[N
     return hello
 
 
-async def _close_when(awaitable: Awaitable[Any], session: Session) -> None:
+async def close_when(awaitable: Awaitable[Any], session: Session) -> None:
+    """End `session` once `awaitable` is done (its socket closed, its peer gone)."""
     await awaitable
     session.close()
 
