@@ -124,10 +124,10 @@ class Talk:
         return [d for d in (self.log if log is None else log) if isinstance(d, kind)]
 
     def kinds(self, log: list[Decision] | None = None) -> list[str]:
-        return [e.kind for e in self.of(Emit, log)]
+        return [e.event.type for e in self.of(Emit, log)]
 
     def event(self, kind: str) -> dict[str, object]:
-        (*_, last) = (e.data for e in self.of(Emit) if e.kind == kind)
+        (*_, last) = (e.event.data for e in self.of(Emit) if e.event.type == kind)
         return last
 
 

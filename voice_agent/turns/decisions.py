@@ -20,14 +20,6 @@ class Emit:
 
     event: Event
 
-    @property
-    def kind(self) -> str:
-        return self.event.type
-
-    @property
-    def data(self) -> dict[str, object]:
-        return self.event.data
-
 
 @dataclass(frozen=True, slots=True)
 class SendTurn:
