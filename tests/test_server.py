@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.fakes import FakeASR, FakeLLM, FakeTTS
 from tests.servers import MakeServer, http_get, make_settings, ws_url
 from tests.speech import silence_16k, speech_16k
+from tests.wer import wer
 from voice_agent.audio.pcm import dbfs, resample
 from voice_agent.bench.caller import PcmCaller, WebRTCCaller
 from voice_agent.config import Settings
@@ -418,7 +419,9 @@ async def test_a_webrtc_conversation_with_the_real_models(
             user = await caller.wait_for(
                 "transcript", lambda e: e["role"] == "user" and e["final"], within_s=30
             )
-            assert "capital" in user["text"].lower() and "france" in user["text"].lower()
+            # Words came through, not a given word: Whisper tiny hears "France" as "friend" in
+            # about one run in eight over Opus (ASR accuracy is measured in test_asr_whisper).
+            assert wer(QUESTION, user["text"]) <= 1 / 3, user["text"]
             reply = await caller.wait_for(
                 "transcript", lambda e: e["role"] == "assistant" and e["final"], within_s=60
             )
