@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.fakes import FakeASR, FakeLLM, FakeTTS
-from tests.servers import MakeServer, http_get, make_settings, ws_url
+from tests.servers import MakeServer, fake_engines, http_get, make_settings, ws_url
 from tests.speech import silence_16k, speech_16k
 from tests.wer import wer
 from voice_agent.audio.pcm import dbfs, resample
@@ -30,6 +30,7 @@ from voice_agent.config import Settings
 from voice_agent.engines import Engines
 from voice_agent.executor import EngineExecutor
 from voice_agent.modelfiles import ModelStore
+from voice_agent.persona import PersonaStore
 from voice_agent.server import Server, ServerError
 
 QUESTION = "What is the capital of France?"
@@ -174,9 +175,25 @@ async def talk_pcm(
         await asyncio.sleep(0.002)
 
 
-async def converse_pcm(ws: ClientConnection, rate: int) -> tuple[list[bytes], list[dict[str, Any]]]:
-    """Ask the question, keep the microphone open (silence), and collect the reply's audio
-    and events until the assistant's final transcript."""
+async def greeting_over(ws: ClientConnection) -> list[dict[str, Any]]:
+    """The events until the end of the persona's greeting (its final transcript; every
+    built-in persona has one), its audio dropped."""
+    events = []
+    async for raw in ws:
+        if isinstance(raw, str):
+            events.append(e := json.loads(raw))
+            if e["type"] == "transcript" and e["role"] == "assistant" and e["final"]:
+                return events
+    raise AssertionError("the session ended before its greeting")
+
+
+async def converse_pcm(
+    ws: ClientConnection, rate: int, *, greeted: bool = False
+) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """Once the greeting is over, ask the question, keep the microphone open (silence), and
+    collect the reply's audio and events until the assistant's final transcript."""
+    if not greeted:
+        await greeting_over(ws)
     await talk_pcm(ws, rate, speech_16k(QUESTION))
     audio: list[bytes] = []
     events: list[dict[str, Any]] = []
@@ -375,9 +392,10 @@ async def test_a_webrtc_caller_hears_a_reply_with_fake_engines(make_server: Make
     async with await WebRTCCaller.connect(ws_url(server, ""), persona="sprinter") as caller:
         hello = await caller.wait_for("session")
         assert hello["persona"]["id"] == "sprinter"
+        assert (await caller.greeted()) is not None
         said = caller.say(speech_16k(QUESTION), 16000, "question")
         final = await caller.wait_for(
-            "transcript", lambda e: e["role"] == "assistant" and e["final"]
+            "transcript", lambda e: e["role"] == "assistant" and e["final"] and e["turn"] == 1
         )
         assert final["text"] == "Paris is the capital."
         assert said.done.is_set() and caller.first_audible(said.ended) is not None
@@ -391,15 +409,67 @@ async def test_a_webrtc_caller_hears_a_reply_with_fake_engines(make_server: Make
 async def test_a_pcm_caller_talking_in_real_time_hears_a_reply(make_server: MakeServer) -> None:
     server = await make_server()
     async with await PcmCaller.connect(ws_url(server, ""), rate=24000) as caller:
-        await caller.wait_for("session")
+        await caller.greeted()
         said = caller.say(speech_16k(QUESTION), 16000, "question")
         final = await caller.wait_for(
-            "transcript", lambda e: e["role"] == "assistant" and e["final"]
+            "transcript", lambda e: e["role"] == "assistant" and e["final"] and e["turn"] == 1
         )
         assert final["text"] == "Paris is the capital."
         heard_at = caller.first_audible(said.started)
         assert heard_at is not None and heard_at > said.ended
         assert caller.audible_ms() >= 380
+
+
+QUIET = """\
+id: quiet
+name: Quinn
+description: Re-prompts a silent caller once, then hangs up.
+system_prompt: Be brief.
+greeting: Hello, Quinn here.
+idle:
+  after_s: 1
+  reprompts:
+    - Are you still there?
+  max_reprompts: 1
+  goodbye: Goodbye for now.
+"""
+
+
+async def test_a_silent_pcm_caller_is_reprompted_then_the_session_ends_idle(
+    store: ModelStore, tmp_path: Any
+) -> None:
+    (tmp_path / "quiet.yaml").write_text(QUIET)
+    settings = make_settings()
+    server = Server(settings, fake_engines(store, settings), PersonaStore([tmp_path]))
+    await server.start()
+    try:
+        await _silent_caller(server)
+    finally:
+        await server.stop(0)
+        server.engines.executor.shutdown()
+
+
+async def _silent_caller(server: Server) -> None:
+    async with await PcmCaller.connect(ws_url(server, ""), persona="quiet") as caller:
+        assert (await caller.greeted()) is not None  # then the caller says nothing at all
+        ended = await caller.wait_for("session_ended", within_s=15)
+    assert ended == {"type": "session_ended", "reason": "idle"}
+    said = [
+        (e["text"], e["turn"])
+        for e in caller.events
+        if e["type"] == "transcript" and e["role"] == "assistant" and e["final"]
+    ]
+    assert said == [("Hello, Quinn here.", 0), ("Are you still there?", 0), ("Goodbye for now.", 0)]
+    states = [e["state"] for e in caller.events if e["type"] == "state"]
+    assert states == ["speaking", "listening"] * 3
+    assert caller.audible_ms() >= 1000  # FakeTTS: 10 words x 100 ms, all played before the end
+    for _ in range(100):  # the session's end reaches the metrics as it closes
+        if not server.sessions:
+            break
+        await asyncio.sleep(0.02)
+    _, _, body = await http_get(server.url + "/metrics")
+    assert b'voice_agent_sessions_ended_total{reason="idle"} 1.0' in body
+    assert b"voice_agent_idle_reprompts_total 1.0" in body
 
 
 # --- the real models -----------------------------------------------------------------------
@@ -442,6 +512,7 @@ async def test_stop_lets_the_reply_in_progress_finish_then_ends_the_session(
     async with connect(url) as ws:
         await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
         await events_until(ws, "session")
+        await greeting_over(ws)
         await talk_pcm(ws, 16000, speech_16k(QUESTION))
         audio: list[bytes] = []
         events: list[dict[str, Any]] = []
@@ -497,13 +568,14 @@ async def test_operators_see_every_sessions_events_and_the_last_turns(
                 "persona": {"id": "concierge", "name": "Ada"},
                 "transport": "pcm",
             }
+            await greeting_over(ws)
             async with connect(ws_url(server, "/events")) as second:
                 now = json.loads(await second.recv())
                 assert now["boot"] == boot
                 assert [(s["session"], s["state"]) for s in now["sessions"]] == [
                     (session, "listening")
                 ]
-            await converse_pcm(ws, 16000)
+            await converse_pcm(ws, 16000, greeted=True)
         seen = await events_until(operator, "session_ended")
     kinds = {m["type"] for m in seen}
     assert {"state", "transcript", "turn_metrics", "session_ended"} <= kinds

@@ -188,6 +188,10 @@ class ServerSettings(Section):
     capacity` measured on this machine, else one per two cores (voice_agent.admission)."""
     max_message_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
     shutdown_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    max_session_s: Annotated[float, Field(ge=10, le=7 * 86400)] | None = 3600.0
+    """The longest a session lasts (None: no limit); a persona may set less (`time_limit`).
+    At the limit the persona says its `time_limit.goodbye` and the session ends
+    (`max_duration`)."""
     webrtc_jitter_frames: Annotated[int, Field(ge=1, le=16)] = 1
     """20 ms audio frames the WebRTC receiver holds before decoding: every frame is 20 ms more
     latency on every turn and barge-in. 1 suits loopback and LANs; raise it on lossy networks

@@ -61,6 +61,9 @@ class SessionStarted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionEnded(Event):
     session: str
+    reason: str = ""
+    """Why, when the session ended itself: `idle` (the caller said nothing after the persona's
+    re-prompts), `max_duration` (the longest a session may last); "" otherwise."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,6 +269,26 @@ class HistoryTruncated(Event):
     heard: str
     played_ms: int
     id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssistantSaid(Event):
+    """Fixed text the assistant was told to say, with no user turn (a `SayFrame`), went to be
+    spoken and joined the history (`id`: its message). `why`: `greeting`, `reprompt`,
+    `goodbye`, `time_up`."""
+
+    why: str
+    text: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssistantBusy(Event):
+    """The assistant works for the caller beyond its reply (a tool running): `busy` True at
+    the start, False at the end. The idle clock does not count that time (voice_agent/turns/
+    idle.py)."""
+
+    busy: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -291,6 +291,17 @@ class ResponseRequestFrame(DataFrame):
 
 
 @dataclass(slots=True, kw_only=True)
+class SayFrame(DataFrame):
+    """Say `text` now, as written, with no user turn to answer (the persona's greeting, an idle
+    re-prompt, a goodbye). The reply stage speaks it as a reply: same voice, same markers,
+    interruptible, kept in the history as an assistant message (what was heard, if cut)."""
+
+    text: str
+    why: str = ""
+    """What it is for: `greeting`, `reprompt`, `goodbye`, `time_up`."""
+
+
+@dataclass(slots=True, kw_only=True)
 class LLMTextFrame(DataFrame):
     """A piece of the assistant's reply as the LLM streams it."""
 

@@ -142,6 +142,16 @@ class ServerMetrics:
             ["reason"],
             registry=r,
         )
+        self.sessions_ended = Counter(
+            "voice_agent_sessions_ended",
+            "Sessions ended, by reason: idle and max_duration when the session ended itself "
+            "(the persona's idle policy, the time limit), other for the rest",
+            ["reason"],
+            registry=r,
+        )
+        self.reprompts = Counter(
+            "voice_agent_idle_reprompts", "Re-prompts said to a caller who went quiet", registry=r
+        )
         self.errors = Counter(
             "voice_agent_errors", "Error events sent to clients", ["code"], registry=r
         )
@@ -174,7 +184,8 @@ class ServerMetrics:
         self._active += 1
         self.sessions_active.set(self._active)
 
-    def session_ended(self, transport: str) -> None:
+    def session_ended(self, transport: str, reason: str = "") -> None:
+        self.sessions_ended.labels(reason or "other").inc()
         self._active -= 1
         self.sessions_active.set(self._active)
 

@@ -71,6 +71,37 @@ class TurnTaking(Model):
     """Whether "uh-huh", "yeah", "right" while the assistant speaks stop it."""
 
 
+Line = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class Idle(Model):
+    """What the assistant does when the caller goes quiet (voice_agent/turns/idle.py): after
+    `after_s` of silence from the caller (time the assistant speaks, thinks or is busy does not
+    count, nor noise without words) it says a re-prompt, the next in turn; after
+    `max_reprompts` of them and `after_s` more, its `goodbye`, and the session ends (`idle`)."""
+
+    after_s: Annotated[float, Field(ge=1, le=600)] = 10.0
+    reprompts: list[Line] = Field(default=[], max_length=20)
+    max_reprompts: Annotated[int, Field(ge=0, le=20)] = 2
+    goodbye: Annotated[str, Field(max_length=500)] = ""
+    """Said before the session ends ("": it ends without a word)."""
+
+    @model_validator(mode="after")
+    def _reprompts_to_say(self) -> Idle:
+        if self.max_reprompts and not self.reprompts:
+            raise ValueError("max_reprompts is above 0 but there are no reprompts to say")
+        return self
+
+
+class TimeLimit(Model):
+    """The longest a session with this persona lasts, and what it says when time is up."""
+
+    max_s: Annotated[float, Field(ge=10, le=7 * 86400)] | None = None
+    """At most the server's `server.max_session_s`, which caps every session (None: that)."""
+    goodbye: Annotated[str, Field(max_length=500)] = ""
+    """Said when time is up, before the session ends (`max_duration`)."""
+
+
 class Example(Model):
     user: Annotated[str, Field(min_length=1, max_length=2000)]
     assistant: Annotated[str, Field(min_length=1, max_length=2000)]
@@ -92,6 +123,9 @@ class Persona(Model):
     voice: Voice = Voice(id="joe")
     style: Style = Style()
     turn_taking: TurnTaking = TurnTaking()
+    idle: Idle | None = None
+    """Re-prompt a caller who goes quiet, then end the session (None: never)."""
+    time_limit: TimeLimit = TimeLimit()
     examples: list[Example] = Field(default=[], max_length=20)
     never_say: list[Text] = Field(default=[], max_length=100)
 

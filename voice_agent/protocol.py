@@ -4,7 +4,7 @@ Client messages are parsed strictly (`parse_client_message`): anything that is n
 object of a known `type` with well-typed fields raises `ProtocolError`, whose `code` goes back
 to the client in an `error` event. `WireEvents` turns a session's internal events (many kinds,
 for metrics) into the few a client sees: `state`, `transcript`, `interrupted`, `turn_metrics`
-(made by `voice_agent.timeline`) and `error`.
+(made by `voice_agent.timeline`), `error`, and `session_ended` when the session ends itself.
 
 `redact` hides secrets in a message that may name a configured URL; `usable_candidates` drops
 the ICE candidates of an offer that cannot be used.
@@ -27,6 +27,7 @@ from voice_agent.events import (
     Error,
     Event,
     PlaybackInterrupted,
+    SessionEnded,
     Transcript,
     TtsChunk,
     TurnMetrics,
@@ -177,6 +178,8 @@ class WireEvents:
                 }
             case TurnMetrics():
                 yield {"type": "turn_metrics", **event.data}
+            case SessionEnded(reason=reason) if reason:
+                yield {"type": "session_ended", "reason": reason}
             case TurnStarted(turn=turn) | TurnReopened(turn=turn) | TurnResumed(turn=turn):
                 self._turn = turn
             case UserStartedSpeaking():

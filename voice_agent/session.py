@@ -4,8 +4,12 @@
         await session.run()
 
 `run` returns when the peer has gone and the reply in progress has played out, when a fatal
-error occurs, or when `close` is called. Leaving the `async with` block stops every stage,
-cancels every task the session started and closes the transport, however the session ended.
+error occurs, or when `close` is called. A hosted session (every one but the Realtime API's,
+which its client drives) also speaks the persona's greeting when it starts, re-prompts a
+caller who goes quiet and ends itself by the persona's idle policy (`turns/idle.py`); any
+session ends at its time limit (`server.max_session_s`, or the persona's lower one).
+Leaving the `async with` block stops every stage, cancels every task the session started and
+closes the transport, however the session ended.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -24,7 +29,7 @@ from voice_agent.config import Settings
 from voice_agent.engines import Engines
 from voice_agent.eventbus import EventBus, Subscription
 from voice_agent.events import ClientMessage, Error, Event, SessionEnded, SessionStarted
-from voice_agent.frames import Direction, EndFrame, ErrorFrame, Frame
+from voice_agent.frames import Direction, EndFrame, ErrorFrame, Frame, SayFrame
 from voice_agent.history import History
 from voice_agent.persona import Persona
 from voice_agent.pipeline import DOWN, Pipeline, Stage
@@ -33,6 +38,7 @@ from voice_agent.tasks import TaskOwner
 from voice_agent.timeline import TurnTimeline
 from voice_agent.transports.base import Transport
 from voice_agent.turns import TurnPolicy, TurnStage
+from voice_agent.turns.idle import IdleClock, IdleWatch, Say
 
 log = logging.getLogger(__name__)
 _session_ids = itertools.count(1)
@@ -55,7 +61,10 @@ class Session(TaskOwner):
         input_stages: Sequence[Stage] = (),
         session_id: str | None = None,
         backbone: Backbone | None = None,
+        hosted: bool = True,
     ) -> None:
+        """`hosted`: the session greets, re-prompts and ends itself by the persona's idle policy
+        (False: its client drives it, as a Realtime API client does)."""
         super().__init__(session_id or f"s{next(_session_ids)}")
         self.settings = settings
         self.persona = persona
@@ -102,6 +111,22 @@ class Session(TaskOwner):
             PlaybackStage(self.transport.sink, s.audio.output_frame_ms),
         ]
         self.pipeline = Pipeline(stages, on_upstream=self._upstream, events=self._event)
+        self.end_reason = ""
+        """Why the session ended itself (`idle`, `max_duration`), else ""."""
+        self._hosted = hosted
+        limits = [x for x in (s.server.max_session_s, persona.time_limit.max_s) if x is not None]
+        speaks = self.backbone.speaks_fixed_text
+        self._idle = IdleWatch(
+            IdleClock(
+                persona.idle if hosted else None,
+                min(limits, default=None),
+                time.monotonic(),
+                time_up=persona.time_limit.goodbye if hosted else "",
+                speaks=speaks,
+            ),
+            self._say,
+            self.close,
+        )
 
     # --- what a client may change during the session (the realtime API's session.update) ---
 
@@ -121,6 +146,7 @@ class Session(TaskOwner):
         return self.bus.subscribe()
 
     def _event(self, event: Event) -> None:
+        self._idle.feed(event)
         self._publish(event)
         for derived in self.timeline.feed(event):
             self._publish(derived)
@@ -150,7 +176,19 @@ class Session(TaskOwner):
             raise
         self.create_task(self._read_input(), "input")
         self._forwarder = self.create_task(self._forward_events(self.bus.subscribe()), "events")
+        greeting = self.persona.greeting.strip()
+        if self._hosted and greeting and self._idle.clock.speaks:
+            self._idle.clock.greeting(time.monotonic())
+            self.pipeline.queue(SayFrame(text=greeting, why="greeting"))
+        self._idle.start()
         return self
+
+    def _say(self, say: Say) -> None:
+        """Say fixed text now (the idle clock's re-prompt or last words); cut what plays first
+        when asked."""
+        if say.cut:
+            self.pipeline.interrupt(say.why)
+        self.pipeline.queue(SayFrame(text=say.text, why=say.why))
 
     async def _read_input(self) -> None:
         try:
@@ -176,8 +214,10 @@ class Session(TaskOwner):
         done = self.create_task(self._done.wait(), "wait-done")
         await asyncio.wait({ended, done}, return_when=asyncio.FIRST_COMPLETED)
 
-    def close(self) -> None:
-        """Ask `run` to return now (from any task of this loop)."""
+    def close(self, reason: str = "") -> None:
+        """Ask `run` to return now (from any task of this loop); `reason`, when the session
+        ends itself (`idle`, `max_duration`), goes to the client in `session_ended`."""
+        self.end_reason = self.end_reason or reason
         self._done.set()
 
     def fail(self, code: str, message: str, source: str = "transport") -> None:
@@ -200,10 +240,11 @@ class Session(TaskOwner):
             return
         self._closed = True
         try:
+            await self._idle.cancel_tasks()
             await self.pipeline.stop()
             await self.backbone.aclose()
         finally:
-            self._publish(SessionEnded(session=self.id))
+            self._publish(SessionEnded(session=self.id, reason=self.end_reason))
             self.bus.close()
             if self._forwarder is not None:  # let the last events (session_ended) reach the peer
                 await asyncio.wait({self._forwarder}, timeout=1.0)

@@ -96,6 +96,11 @@ function onEvent(ev) {
       showError(ev);
       if (ev.fatal) stop({ bye: false });
       break;
+    case "session_ended": // the session ended itself: `idle` or `max_duration`
+      va.ended = ev.reason;
+      view.showEnded(ev.reason);
+      stop({ bye: false });
+      break;
     default:
       break; // other types are kept in va.events; nothing to show
   }

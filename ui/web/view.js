@@ -17,6 +17,11 @@ const $ = (id) => document.getElementById(id);
 const ms = (v) => (typeof v === "number" ? `${Math.round(v)} ms` : "–");
 const meterWidth = (db) => `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100))}%`;
 
+const ENDED = {
+  idle: "The call ended: nothing was heard for a while. Press Talk to start again.",
+  max_duration: "The call ended: it reached its time limit. Press Talk to start again.",
+};
+
 export class View {
   constructor() {
     this.talk = $("talk");
@@ -107,6 +112,16 @@ export class View {
       span.textContent = fatal ? `${code}, session ended` : code;
       div.append(span);
     }
+    this.errors.append(div);
+    while (this.errors.childElementCount > MAX_ERRORS) this.errors.firstElementChild.remove();
+  }
+
+  /** The session ended itself, for `reason` (`idle`, `max_duration`). */
+  showEnded(reason) {
+    const why = ENDED[reason] || `The session ended (${reason}).`;
+    const div = document.createElement("div");
+    div.className = "ended";
+    div.textContent = why;
     this.errors.append(div);
     while (this.errors.childElementCount > MAX_ERRORS) this.errors.firstElementChild.remove();
   }

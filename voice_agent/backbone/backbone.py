@@ -53,6 +53,9 @@ class BackboneStages:
 class Backbone(Protocol):
     """What answers a session's turns (see the module docstring)."""
 
+    speaks_fixed_text: bool
+    """Whether its reply stage speaks a `SayFrame` (a greeting, a re-prompt) as written."""
+
     def stages(self, conversation: Conversation) -> BackboneStages:
         """The stages of one session. A backbone that connects per session (the remote one)
         gives its connection to these stages, whose cleanup closes it."""
@@ -67,6 +70,8 @@ class Backbone(Protocol):
 
 class LocalBackbone:
     """The LLM and TTS engines of this process, shared by every session."""
+
+    speaks_fixed_text = True
 
     def __init__(
         self, llm: LLMEngine, tts_for: Callable[[Persona], TTSEngine], settings: Settings

@@ -74,7 +74,13 @@ log = logging.getLogger(__name__)
 
 
 class RemoteBackbone:
-    """A remote service as one session's backbone: its connection, opened for that session."""
+    """A remote service as one session's backbone: its connection, opened for that session.
+
+    It does not speak fixed text (`SayFrame`: a greeting, a re-prompt): the Realtime API has no
+    way to have a remote say given words in its voice (a `response.create` whose instructions
+    ask for them gets the model's own words, or none), so the session does not ask it to."""
+
+    speaks_fixed_text = False
 
     def __init__(self, conn: RemoteRealtime, timeout_s: float) -> None:
         self.conn = conn

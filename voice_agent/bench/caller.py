@@ -110,6 +110,19 @@ class Caller(TaskOwner):
         async with asyncio.timeout(within_s):
             return await find()
 
+    async def greeted(self, within_s: float = 2.0) -> dict[str, Any] | None:
+        """Until the persona's greeting has been said (its final transcript), so that what
+        the caller says next is not a barge-in over it; None if no greeting began within
+        `within_s` of the session's start (a persona without one)."""
+        await self.wait_for("session")
+        try:
+            await self.wait_for("state", lambda e: e["state"] == "speaking", within_s)
+        except TimeoutError:
+            return None
+        return await self.wait_for(
+            "transcript", lambda e: e["role"] == "assistant" and e["final"] and e["turn"] == 0
+        )
+
     def first_audible(self, after: float, level_db: float = -40.0) -> float | None:
         """When the first reply sample above `level_db` arrived, among audio that arrived
         after `after` (20 ms chunks; the time is the sample's, within its chunk)."""

@@ -44,7 +44,7 @@ from voice_agent.backbone.realtime_client import RemoteRealtimeError
 from voice_agent.config import Settings
 from voice_agent.engines import Engines
 from voice_agent.eventbus import Subscription
-from voice_agent.events import ClientMessage, Event, TurnRecord
+from voice_agent.events import AssistantSaid, ClientMessage, Event, TurnRecord
 from voice_agent.looplag import LoopLag
 from voice_agent.metrics import ServerMetrics, TurnLog
 from voice_agent.operators import OperatorFeed
@@ -293,7 +293,14 @@ class Server(TaskOwner):
             await transport.close()
             raise
         try:
-            session = Session(self.settings, persona, transport, self.engines, backbone=backbone)
+            session = Session(
+                self.settings,
+                persona,
+                transport,
+                self.engines,
+                backbone=backbone,
+                hosted=kind != "realtime",  # (a Realtime client drives its own session)
+            )
         except BaseException:
             await backbone.aclose()
             await transport.close()
@@ -316,7 +323,7 @@ class Server(TaskOwner):
                 self.operators.session_ended(session.id)
                 if not self.sessions:
                     self._all_ended.set()
-                self.metrics.session_ended(kind)
+                self.metrics.session_ended(kind, session.end_reason)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await observer
@@ -338,6 +345,8 @@ class Server(TaskOwner):
         async for event in events:
             if isinstance(event, TurnRecord) and self.turn_log is not None:
                 self.turn_log.write(event.data)
+            elif isinstance(event, AssistantSaid) and event.why == "reprompt":
+                self.metrics.reprompts.inc()
             elif isinstance(event, ClientMessage):
                 self.metrics.observe(event.message)
                 self.operators.publish(session, event.message)

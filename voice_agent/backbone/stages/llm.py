@@ -12,6 +12,7 @@ from typing import cast
 from voice_agent.backbone.base import GenerationParams, LLMEngine
 from voice_agent.backbone.stages.changes import PersonaChangeFrame
 from voice_agent.events import (
+    AssistantSaid,
     HistoryTruncated,
     LlmDone,
     LlmFirstToken,
@@ -33,6 +34,7 @@ from voice_agent.frames import (
     LLMTextFrame,
     PlaybackInterruptedFrame,
     ResponseRequestFrame,
+    SayFrame,
     UserTurnFrame,
 )
 from voice_agent.history import History, Message
@@ -46,7 +48,8 @@ class LLMStage(Stage):
     """Keeps the history; answers each user turn with a streamed reply (or, for a turn that
     does not ask for one, when a `ResponseRequestFrame` comes). Every message it adds is an
     event with the message's id: `user_message`, and `llm_done` for the reply. A client's
-    `HistoryEditFrame`s edit the history, and a `PersonaChangeFrame` changes the persona."""
+    `HistoryEditFrame`s edit the history, and a `PersonaChangeFrame` changes the persona.
+    A `SayFrame`'s text is a reply of its own, as written (`assistant_said`)."""
 
     def __init__(
         self,
@@ -107,6 +110,8 @@ class LLMStage(Stage):
                 await self._respond()
         elif isinstance(frame, ResponseRequestFrame):
             await self._respond()
+        elif isinstance(frame, SayFrame):
+            await self._say(frame)
         elif isinstance(frame, PlaybackInterruptedFrame):
             if self._cut is not None:
                 self.history.truncate(self._cut, frame.heard_text)
@@ -174,6 +179,19 @@ class LLMStage(Stage):
                 self._reply = self.history.add_assistant(reply.strip())
             reply_id = self._reply.id if self._reply is not None else None
             self.emit(LlmDone(text=reply.strip(), id=reply_id))
+        await self.push(LLMResponseEndFrame())
+
+    async def _say(self, frame: SayFrame) -> None:
+        """A reply with fixed text: marked, spoken and kept (then cut to what was heard) like
+        one the LLM made."""
+        text = frame.text.strip()
+        if not text:
+            return
+        self._reply_open = True
+        self._reply = self.history.add_assistant(text)
+        self.emit(AssistantSaid(why=frame.why, text=text, id=self._reply.id))
+        await self.push(LLMResponseStartFrame())
+        await self.push(LLMTextFrame(text=text))
         await self.push(LLMResponseEndFrame())
 
     def _pieces(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
