@@ -78,7 +78,8 @@ async def test_an_engine_that_fails_one_turn_apologizes_and_the_session_goes_on(
     server = await make_server(engines(store, llm, EngineExecutor(workers=2)))
     url = ws_url(server, "")
     async with await PcmCaller.connect(url) as caller:
-        await caller.wait_for("session")
+        await caller.greeted()
+        greeted = len(caller.events)  # (the greeting is a reply too)
         await ask(caller)
         error = await caller.wait_for("error", within_s=15)
         assert error == {
@@ -88,15 +89,22 @@ async def test_an_engine_that_fails_one_turn_apologizes_and_the_session_goes_on(
             "fatal": False,
         }
         said = await caller.wait_for(
-            "transcript", lambda e: e["role"] == "assistant" and e["final"], within_s=15
+            "transcript",
+            lambda e: e["role"] == "assistant" and e["final"],
+            within_s=15,
+            after=greeted,
         )
         assert said["text"] == APOLOGY  # spoken, so the person knows
         assert caller.audible_ms() >= 1000
         async with await PcmCaller.connect(url) as bystander:  # another session: untouched
-            await bystander.wait_for("session")
+            await bystander.greeted()
+            greeted_too = len(bystander.events)
             await ask(bystander)
             other = await bystander.wait_for(
-                "transcript", lambda e: e["role"] == "assistant" and e["final"], within_s=15
+                "transcript",
+                lambda e: e["role"] == "assistant" and e["final"],
+                within_s=15,
+                after=greeted_too,
             )
             assert other["text"] == "Paris is the capital."
         mark = len(caller.events)
@@ -119,13 +127,17 @@ async def test_a_hung_engine_call_is_cut_by_the_timeout(
     server = await make_server(engines(store, llm, executor))
     try:
         async with await PcmCaller.connect(ws_url(server, "")) as caller:
-            await caller.wait_for("session")
+            await caller.greeted()
+            greeted = len(caller.events)
             await ask(caller)
             error = await caller.wait_for("error", within_s=15)
             assert error["code"] == "timeout" and not error["fatal"]
             assert "0.5 s" in error["message"]
             said = await caller.wait_for(  # while the call still hangs in its thread
-                "transcript", lambda e: e["role"] == "assistant" and e["final"], within_s=8
+                "transcript",
+                lambda e: e["role"] == "assistant" and e["final"],
+                within_s=8,
+                after=greeted,
             )
             assert said["text"] == APOLOGY
             llm.release.set()  # (the hung thread finishes on its own)
@@ -147,11 +159,12 @@ async def test_a_full_executor_answers_busy(make_server: MakeServer, store: Mode
     llm = FakeLLM(["Paris is the capital."], repeat_last=True)
     server = await make_server(engines(store, llm, executor))
     stuck = threading.Event()
-    # two calls that hang take every place the executor has
-    held = [asyncio.ensure_future(executor.run(stuck.wait, 20)) for _ in range(2)]
+    held: list[asyncio.Future[bool]] = []
     try:
         async with await PcmCaller.connect(ws_url(server, "")) as caller:
-            await caller.wait_for("session")
+            await caller.greeted()
+            # two calls that hang take every place the executor has
+            held += [asyncio.ensure_future(executor.run(stuck.wait, 20)) for _ in range(2)]
             await ask(caller)
             busy = await caller.wait_for("error", within_s=15)
             assert busy["code"] == "busy" and not busy["fatal"]

@@ -170,13 +170,17 @@ async def test_a_session_whose_llm_crashes_hears_the_apology_and_goes_on(
     server = await make_server(engines)
     base = server.url
     async with await PcmCaller.connect(ws_url(server, "")) as caller:
-        await caller.wait_for("session")
+        await caller.greeted()
+        greeted = len(caller.events)  # (the greeting is a reply too)
         llm.armed = True
         caller.say(speech_16k("Tell me a long story about the sea."), 16000, "question")
         error = await caller.wait_for("error", within_s=30)
         assert error["code"] == "engine" and not error["fatal"]
         said = await caller.wait_for(
-            "transcript", lambda e: e["role"] == "assistant" and e["final"], within_s=30
+            "transcript",
+            lambda e: e["role"] == "assistant" and e["final"],
+            within_s=30,
+            after=greeted,
         )
         assert said["text"].endswith(APOLOGY)
 
@@ -190,10 +194,14 @@ async def test_a_session_whose_llm_crashes_hears_the_apology_and_goes_on(
         metrics = (await asyncio.to_thread(get, "/metrics")).decode()
         assert "voice_agent_llm_server_restarts_total" in metrics
         async with await PcmCaller.connect(ws_url(server, "")) as newcomer:  # comes right after
-            await newcomer.wait_for("session")
+            await newcomer.greeted()
+            greeted_too = len(newcomer.events)
             newcomer.say(speech_16k("Tell me a long story about the sea."), 16000, "question")
             answer = await newcomer.wait_for(
-                "transcript", lambda e: e["role"] == "assistant" and e["final"], within_s=60
+                "transcript",
+                lambda e: e["role"] == "assistant" and e["final"],
+                within_s=60,
+                after=greeted_too,
             )
             assert answer["text"].strip() and APOLOGY not in answer["text"]
         mark = len(caller.events)

@@ -26,6 +26,7 @@ from voice_agent.config import Settings
 from voice_agent.engines import Engines
 from voice_agent.executor import EngineExecutor
 from voice_agent.frames import PCM, Frame, InputAudioFrame
+from voice_agent.persona import PersonaStore
 from voice_agent.pipeline import Pipeline
 from voice_agent.protocol import WireEvents
 from voice_agent.session import Session
@@ -563,17 +564,24 @@ class LoudnessVAD:
         return events
 
 
+GREETING_GAP_BLOCKS = 10
+"""Blocks of silence after sound that end the greeting, for a person who waits for it."""
+
+
 class Device(threading.Thread):
     """PortAudio's thread for a whole conversation: a callback every 2 ms (10x real time);
-    the person says `speech`, then the microphone hears silence. Sets `heard` once the
-    speaker has played `expect` non-zero samples; `then` runs once after that."""
+    the person says `speech` (once the greeting is over, if `greeted`), then the microphone
+    hears silence. Sets `heard` once the speaker has played `expect` non-zero samples after
+    the greeting; `then` runs once after that."""
 
-    def __init__(self, sd: FakeSoundDevice, speech: PCM, expect: int) -> None:
+    def __init__(self, sd: FakeSoundDevice, speech: PCM, expect: int, greeted: bool = False):
         super().__init__(daemon=True)
         self.sd, self.speech, self.expect = sd, speech, expect
         self.out: list[PCM] = []
+        self.greeting_blocks: int | None = None if greeted else 0
+        """How many blocks the greeting took, once it is over."""
         self.sounding = 0
-        """Non-zero samples played so far."""
+        """Non-zero samples played so far, after the greeting."""
         self.heard = threading.Event()
         self.stop = threading.Event()
         self.then: Callable[[], None] | None = None
@@ -582,14 +590,19 @@ class Device(threading.Thread):
     def run(self) -> None:
         while not self.sd.streams and not self.stop.wait(0.002):
             pass
-        stream, pos = self.sd.streams[-1], 0
+        stream, pos, quiet = self.sd.streams[-1], 0, 0
         while not self.stop.wait(0.002) and not stream.aborted:
-            mic = self.speech[pos : pos + BLOCK]
-            pos += BLOCK
+            mic = self.speech[pos : pos + BLOCK] if self.greeting_blocks is not None else []
+            pos += len(mic)
             out = stream.tick(np.pad(mic, (0, BLOCK - len(mic))))
             with self._ticked:
                 self.out.append(out)
-                self.sounding += np.count_nonzero(out)
+                if self.greeting_blocks is not None:
+                    self.sounding += np.count_nonzero(out)
+                elif np.any(out) or (quiet and quiet < GREETING_GAP_BLOCKS):
+                    quiet = quiet + 1 if not np.any(out) else 1
+                elif quiet:
+                    self.greeting_blocks = len(self.out)
                 self._ticked.notify_all()
             if not self.heard.is_set() and self.sounding >= self.expect:
                 self.heard.set()
@@ -604,8 +617,10 @@ class Device(threading.Thread):
 
     @property
     def played(self) -> PCM:
+        """What the speaker played after the greeting."""
         with self._ticked:
-            return np.concatenate(self.out) if self.out else np.zeros(0, np.int16)
+            out = self.out[self.greeting_blocks or 0 :]
+            return np.concatenate(out) if out else np.zeros(0, np.int16)
 
 
 def fake_engines(asr: FakeASR, llm: FakeLLM, tts: FakeTTS) -> Engines:
@@ -814,7 +829,7 @@ def test_talk_converses_until_ctrl_c_then_closes_everything(
         pytest.importorskip("pywebrtc_audio")
     sd = FakeSoundDevice()
     expected = reply_audio()
-    device = Device(sd, speech, np.count_nonzero(expected))
+    device = Device(sd, speech, np.count_nonzero(expected), greeted=True)
     device.then = lambda: os.kill(os.getpid(), signal.SIGINT)  # the person presses Ctrl-C
     engines = fake_engines(FakeASR(["what time is it"]), FakeLLM([REPLY]), FakeTTS())
     s = Settings.model_validate(
@@ -829,7 +844,8 @@ def test_talk_converses_until_ctrl_c_then_closes_everything(
         device.join(5)
         engines.executor.shutdown()
     assert code == 0, err.getvalue()
-    assert out.getvalue() == f"you: what time is it\nassistant: {REPLY}\n"
+    greeting = f"assistant: {PersonaStore(s.personas.dirs).get('concierge').greeting}\n"
+    assert out.getvalue() == f"{greeting}you: what time is it\nassistant: {REPLY}\n"
     assert err.getvalue().startswith("voice-agent talk: Ada is listening")
     assert f"echo cancellation {'on' if echo_cancellation else 'off'}" in err.getvalue()
     assert device.heard.is_set()
