@@ -189,6 +189,7 @@ def test_what_is_held_is_bounded() -> None:
     rec = StereoRecording()
     rec.caller(tone(FRAME, 1), 0)
     rec.assistant(tone(FRAME, 1), 16000 * 31)  # beyond 30 s of what is not written yet
+    rec.cut(16000 * 31)
     assert rec.dropped == FRAME and rec.end[ASSISTANT] == 0
 
 

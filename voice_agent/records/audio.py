@@ -2,13 +2,17 @@
 placed on the session clock (`voice_agent.records.clock`) where they crossed the transport.
 
 - The caller's audio is what the session received (its `InputAudioFrame`s, 16 kHz), placed
-  where it arrived. A stream of it is kept contiguous (network jitter does not tear it apart);
-  a stream that comes late for longer than `HOLD_MS` has a gap (the client stopped sending, or
-  packets were lost), and the silence is placed where it was.
+  where it arrived.
 - The assistant's audio is what went out to the client: for a WebRTC track, each frame as the
   track hands it to the encoder (`ReplyTrack.on_sent`); for sinks that send what is written
   (`/pcm`, the Realtime API), each frame as it is written. Nothing that an interruption dropped
   is in it: the reply stops where the caller stopped hearing it.
+
+Each channel is kept contiguous (network jitter or a stalled loop does not tear it apart, as a
+player's buffer would not): a frame goes right after the one before unless the stream has come
+later than that by more than `SLACK_MS` for `HOLD_MS` (the client stopped sending, packets were
+lost, a new reply began); the frames held meanwhile then go after the gap, as early as they
+can (a late burst ends where it arrived).
 
 `StereoRecording` keeps what is not yet written in one buffer, at most `MAX_PENDING_S` long;
 the recorder writes what is older than `MARGIN_S` to the WAV file (`WavFile`, in a worker
@@ -34,7 +38,7 @@ CALLER, ASSISTANT = 0, 1
 SLACK_MS = 20
 """A stream within this of where it should be stays contiguous."""
 HOLD_MS = 100
-"""A caller's stream late by more than the slack for this long has a gap."""
+"""A stream late by more than the slack for this long has a gap."""
 MARGIN_S = 1.0
 """Nothing is placed this long before now: older audio can be written to the file."""
 MAX_PENDING_S = 30.0
@@ -54,8 +58,8 @@ class StereoRecording:
         """The position of the first sample not yet taken."""
         self.end = [0, 0]
         """Where each channel's audio ends."""
-        self._held: list[tuple[int, PCM]] = []
-        """Caller frames that came late, with where they arrived."""
+        self._held: tuple[list[tuple[int, PCM]], ...] = ([], [])
+        """Each channel's frames that came late, with where they came."""
         self.dropped = 0
         """Samples lost (placed too far ahead of what was written)."""
 
@@ -63,37 +67,44 @@ class StereoRecording:
 
     def caller(self, pcm: PCM, at: int) -> None:
         """A frame of the caller's audio that arrived at `at` (samples)."""
-        contiguous = self.end[CALLER] + sum(len(p) for _, p in self._held)
-        if at - contiguous <= self._slack:  # on time, or early: the stream goes on
-            self._release(0)
-            self._put(CALLER, pcm, self.end[CALLER])
-            return
-        self._held.append((at, pcm))
-        if at - self._held[0][0] >= self._hold:  # late all along: a gap
-            self._release(self._lateness())
+        self._place(CALLER, pcm, at)
 
-    def _lateness(self) -> int:
+    def assistant(self, pcm: PCM, at: int) -> None:
+        """A frame of the assistant's audio that went out at `at` (samples)."""
+        self._place(ASSISTANT, pcm, at)
+
+    def _place(self, channel: int, pcm: PCM, at: int) -> None:
+        """Contiguous with the channel's audio unless late by more than the slack for
+        `HOLD_MS`: then the frames held meanwhile go after the gap, as early as they can."""
+        held = self._held[channel]
+        if held and at - held[0][0] >= self._hold:  # late all along: a gap before them
+            self._release(channel, self._lateness(channel))
+        contiguous = self.end[channel] + sum(len(p) for _, p in held)
+        if at - contiguous <= self._slack:  # on time, or early: the stream goes on
+            self._release(channel, 0)
+            self._put(channel, pcm, self.end[channel])
+        else:
+            held.append((at, pcm))
+
+    def _lateness(self, channel: int) -> int:
         """How late the held frames are, at the least (the gap before them)."""
-        pos, least = self.end[CALLER], None
-        for at, pcm in self._held:
+        pos, least = self.end[channel], None
+        for at, pcm in self._held[channel]:
             least = at - pos if least is None else min(least, at - pos)
             pos += len(pcm)
         return max(0, least or 0)
 
-    def _release(self, gap: int) -> None:
-        pos = self.end[CALLER] + gap
-        for _, pcm in self._held:
-            self._put(CALLER, pcm, pos)
+    def _release(self, channel: int, gap: int) -> None:
+        pos = self.end[channel] + gap
+        for _, pcm in self._held[channel]:
+            self._put(channel, pcm, pos)
             pos += len(pcm)
-        self._held.clear()
-
-    def assistant(self, pcm: PCM, at: int) -> None:
-        """A frame of the assistant's audio that went out at `at` (samples)."""
-        end = self.end[ASSISTANT]
-        self._put(ASSISTANT, pcm, at if at - end > self._slack else end)
+        self._held[channel].clear()
 
     def cut(self, at: int) -> None:
         """The assistant's audio from `at` on was never heard (an interruption dropped it)."""
+        if self._held[ASSISTANT]:
+            self._release(ASSISTANT, self._lateness(ASSISTANT))
         if at < self.end[ASSISTANT]:
             lo = max(at, self.base) - self.base
             self._buf[lo : self.end[ASSISTANT] - self.base, ASSISTANT] = 0
@@ -127,9 +138,9 @@ class StereoRecording:
         return out
 
     def finish(self) -> np.ndarray:
-        """Everything not yet taken (the held caller frames placed as late as they came)."""
-        if self._held:
-            self._release(self._lateness())
+        """Everything not yet taken (frames held placed as late as they came)."""
+        for channel in (CALLER, ASSISTANT):
+            self._release(channel, self._lateness(channel))
         return self.take(max(self.end))
 
 
