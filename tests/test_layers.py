@@ -26,7 +26,7 @@ LAYERS = {
     " nativecode catalog modelfiles resources __init__",
     1: "pipeline",
     2: "audio backbone turns",
-    3: "transports timeline protocol engines metrics operators admission enginecheck",
+    3: "transports timeline protocol engines metrics operators admission enginecheck records",
     4: "session",
     5: "openai_realtime modes",
     6: "server talk ui",

@@ -206,6 +206,20 @@ class MetricsSettings(Section):
     """Append every turn's timeline to this file as JSON lines."""
 
 
+class RecordSettings(Section):
+    """Session records (docs/records.md): off unless you turn them on; the page and every
+    client's `session` message say when a session is recorded."""
+
+    enabled: bool = False
+    """Write each session's transcript (JSON lines: turns, replies generated and heard, when)."""
+    audio: bool = False
+    """Also record its audio: a stereo WAV, the caller left and the assistant right, aligned."""
+    dir: Path | None = None
+    """Where records go (default: $XDG_DATA_HOME/voice-agent/sessions)."""
+    retention_days: Annotated[float, Field(ge=0, le=36_500)] = 30
+    """Records older than this are deleted (at server start, then daily); 0 keeps them all."""
+
+
 class PersonaSettings(Section):
     default: str = "concierge"
     dirs: list[Path] = [Path("~/.config/voice-agent/personas")]
@@ -221,6 +235,7 @@ class Settings(Section):
     engines: EngineSettings = EngineSettings()
     server: ServerSettings = ServerSettings()
     metrics: MetricsSettings = MetricsSettings()
+    records: RecordSettings = RecordSettings()
     personas: PersonaSettings = PersonaSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

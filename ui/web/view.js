@@ -29,6 +29,7 @@ export class View {
     this.mute = $("mute");
     this.persona = $("persona");
     this.about = $("persona-about");
+    this.recorded = $("recorded");
     this.state = $("state");
     this.errors = $("errors");
     this.v2v = $("v2v");
@@ -98,6 +99,17 @@ export class View {
 
   showSession(ev) {
     if (ev.persona && ev.persona.name) this.about.textContent = `Talking with ${ev.persona.name}.`;
+    this.showRecorded(ev.recorded || {});
+  }
+
+  /** Say when the session is recorded (the server's `records` settings). */
+  showRecorded({ transcript, audio }) {
+    this.recorded.hidden = !transcript;
+    this.recorded.textContent = audio
+      ? "This conversation is recorded: its transcript and its audio are kept."
+      : transcript
+        ? "This conversation is recorded: its transcript is kept."
+        : "";
   }
 
   // ---- errors ------------------------------------------------------------------------

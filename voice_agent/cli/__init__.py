@@ -4,6 +4,7 @@
     voice-agent talk | transcribe FILE | speak TEXT -o FILE.wav
     voice-agent personas list | show ID | validate PATH...
     voice-agent models list | verify
+    voice-agent sessions list | show ID | export ID [--out PATH]
     voice-agent doctor
     voice-agent config show
     voice-agent dashboard [--url ws://HOST:PORT]
@@ -31,6 +32,7 @@ from voice_agent.cli.modes import run_speak, run_transcribe
 from voice_agent.cli.parser import parser
 from voice_agent.cli.personas import run_personas
 from voice_agent.cli.serve import run_serve
+from voice_agent.cli.sessions import run_sessions
 from voice_agent.cli.settings import settings_of
 from voice_agent.config import settings_as_yaml
 from voice_agent.modelfiles import ModelError
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INPUT
     if args.command == "models":
         return run_models(args, settings)
+    if args.command == "sessions":
+        return run_sessions(args, settings)
     if args.command in ("transcribe", "speak", "bench", "serve"):
         run = {
             "transcribe": run_transcribe,

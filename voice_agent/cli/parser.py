@@ -70,6 +70,18 @@ def parser() -> argparse.ArgumentParser:
     val = pe_sub.add_parser("validate", help="check persona files: file:line: field: reason")
     val.add_argument("paths", nargs="+", type=Path)
 
+    se = sub.add_parser(
+        "sessions", parents=[common], help="session records on this machine (records.dir)"
+    )
+    se_sub = se.add_subparsers(dest="action", metavar="ACTION", required=True)
+    se_sub.add_parser("list", help="every record: id, start, duration, turns, persona, audio")
+    se_show = se_sub.add_parser("show", help="one record's transcript, readable")
+    se_show.add_argument("id")
+    se_export = se_sub.add_parser("export", help="one record's transcript.jsonl and audio.wav")
+    se_export.add_argument("id")
+    se_export.add_argument(
+        "--out", type=Path, help="a .tar.gz/.tgz archive, else a folder (default: ./ID.tar.gz)"
+    )
     m = sub.add_parser("models", parents=[common], help="the embedded models")
     m.add_argument("action", choices=["list", "verify"])
     ls = sub.add_parser(

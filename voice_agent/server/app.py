@@ -29,6 +29,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,9 +51,12 @@ from voice_agent.metrics import ServerMetrics, TurnLog
 from voice_agent.operators import OperatorFeed
 from voice_agent.persona import Persona, PersonaStore
 from voice_agent.protocol import ProtocolError, error_event, redact
+from voice_agent.records import Records
+from voice_agent.records.recorder import CLOSE_TIMEOUT_S as RECORD_CLOSE_TIMEOUT_S
 from voice_agent.server import responses
 from voice_agent.server.access import Access, check_binding
 from voice_agent.server.handshakes import HANDSHAKES, Handshake, Peer, close_when
+from voice_agent.server.records import RecordsHttp, is_records_path
 from voice_agent.session import Session
 from voice_agent.tasks import TaskOwner
 from voice_agent.transports.sockets import (
@@ -96,6 +100,9 @@ class Server(TaskOwner):
         path = settings.metrics.jsonl_path
         self.turn_log = TurnLog(path) if path is not None else None
         self.loop_lag = LoopLag(on_sample=self.metrics.loop_lag.observe)
+        self.records = Records(settings.records)
+        """Session records (off unless `records.enabled`), and `GET /sessions...` to read them."""
+        self.records_http = RecordsHttp(self.records.store, bool(settings.server.token))
         self.session_limit = session_limit(settings)
         self.admission = Admission(self.session_limit)
         self.sessions: dict[str, Session] = {}
@@ -118,6 +125,7 @@ class Server(TaskOwner):
         self.create_task(self.loop_lag.run(), "loop-lag")
         if self.turn_log is not None:
             await self.turn_log.start()
+        self.records.start()
         self._ws = await serve(
             self._handle,
             cfg.host,
@@ -169,11 +177,14 @@ class Server(TaskOwner):
         self._ws = None
         if self.turn_log is not None:
             await self.turn_log.close()
+        await self.records.close()
         await self.cancel_tasks()
 
     # --- HTTP ----------------------------------------------------------------------------------
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    def _process_request(
+        self, conn: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
         url = urlsplit(request.path)
         path = url.path
         websocket = path in SESSION_PATHS or path == "/events"
@@ -202,6 +213,8 @@ class Server(TaskOwner):
             return responses.body(conn, HTTPStatus.OK, metrics, self.metrics.content_type)
         if path == "/personas":
             return responses.json_body(conn, HTTPStatus.OK, self._persona_list())
+        if is_records_path(path):
+            return self.records_http.answer(conn, request, path)
         if path == "/":
             return responses.static(conn, "index.html")
         if path.startswith("/static/"):
@@ -286,7 +299,9 @@ class Server(TaskOwner):
 
     async def _converse(self, ws: ServerConnection, handshake: Handshake, kind: str) -> None:
         """Run one session until it ends, the socket closes or the peer is gone."""
-        transport, persona = handshake.transport, handshake.persona
+        persona = handshake.persona
+        recorder = self.records.recorder()
+        transport = recorder.wrap(handshake.transport) if recorder else handshake.transport
         try:
             backbone = await self._backbone(persona)
         except BaseException:
@@ -309,6 +324,7 @@ class Server(TaskOwner):
         # The observer outlives the session by a little: it reads the session's last events
         # (the last turn's record) after the session has closed its event bus.
         observer = self.create_task(self._observe(session.id, session.events()), "observe")
+        recording = self.create_task(recorder.run(session.events()), "record") if recorder else None
         async with session:
             self.sessions[session.id] = session
             self.metrics.session_started(kind)
@@ -327,6 +343,8 @@ class Server(TaskOwner):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await observer
+        if recording is not None:  # it writes what is left once the session's events end
+            await asyncio.wait({recording}, timeout=RECORD_CLOSE_TIMEOUT_S)
         await close_within(ws)
 
     async def _backbone(self, persona: Persona) -> Backbone:

@@ -37,6 +37,7 @@ from voice_agent.protocol import (
     parse_client_message,
     usable_candidates,
 )
+from voice_agent.records import recorded
 from voice_agent.session import Session
 from voice_agent.transports.base import Transport
 from voice_agent.transports.pcm import PcmTransport
@@ -185,7 +186,10 @@ def _hello(peer: Peer, extra: dict[str, Any]) -> Callable[[Session], Awaitable[N
 
     async def hello(session: Session) -> None:
         who = {"id": session.persona.id, "name": session.persona.name}
-        await peer.send({"type": "session", "id": session.id, "persona": who, **extra})
+        what = recorded(peer.settings.records)
+        await peer.send(
+            {"type": "session", "id": session.id, "persona": who, "recorded": what, **extra}
+        )
 
     return hello
 

@@ -136,6 +136,8 @@ class ReplyTrack(MediaStreamTrack):
         self._last = 0
         self.audio_frames_sent = 0
         """Frames of the reply handed to aiortc (silence between replies not counted)."""
+        self.on_sent: Callable[[PCM], None] | None = None
+        """Called with each frame of the reply as it goes out (a session's recording)."""
 
     # --- AudioSink ---------------------------------------------------------------------------
 
@@ -175,6 +177,8 @@ class ReplyTrack(MediaStreamTrack):
         if self._queue:
             pcm = self._queue.popleft()
             self.audio_frames_sent += 1
+            if self.on_sent is not None:
+                self.on_sent(pcm)
         else:
             pcm = np.zeros(self._frame_samples, np.int16)
         self._space.set()
