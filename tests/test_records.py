@@ -141,6 +141,33 @@ def test_a_reply_never_heard_and_a_session_that_ends_mid_reply() -> None:
     assert end["type"] == "session_ended"
 
 
+def test_fixed_words_are_replies_that_say_why_and_answer_no_turn() -> None:
+    greeting = "Hi, I'm Ada. What can I do for you?"
+    lines = lines_of(
+        [
+            ("session_started", 0, {"session": "s3", "persona": "concierge"}),
+            ("assistant_said", 10, {"why": "greeting", "text": greeting, "id": "m1"}),
+            ("bot_started_speaking", 50, {}),
+            ("reply_text", 300, {"text": "Hi, I'm Ada. "}),
+            ("user_started_speaking", 900, {"onset_ms_ago": 100}),
+            ("playback_interrupted", 950, {"played_ms": 850, "heard": "Hi, I'm Ada."}),
+            ("assistant_said", 20000, {"why": "reprompt", "text": "Are you still there?"}),
+            ("bot_started_speaking", 20050, {}),
+            ("reply_text", 20900, {"text": "Are you still there? "}),
+            ("bot_stopped_speaking", 21000, {"played_ms": 950}),
+            ("session_ended", 21500, {"session": "s3", "reason": "idle"}),
+        ]
+    )
+    said = [line for line in lines if line["type"] == "reply"]
+    assert [(r["said"], r["turn"], r["interrupted"]) for r in said] == [
+        ("greeting", None, True),
+        ("reprompt", None, False),
+    ]
+    assert said[0]["generated"] == greeting and said[0]["heard"] == "Hi, I'm Ada."
+    assert said[1]["heard"] == "Are you still there?" and said[1]["start_ms"] == 20050
+    assert lines[-1]["type"] == "session_ended" and lines[-1]["reason"] == "idle"
+
+
 # --- the stereo recording --------------------------------------------------------------------
 
 

@@ -8,13 +8,16 @@ complete, each with `t_ms` (when, on the session clock: `voice_agent.records.clo
 - `user_turn`: at the end of each turn of the user: `turn`, `start_ms` and `end_ms` (where
   its speech began and ended), `text` (its final transcript), `reason` (why it ended). A turn
   the user went on with after its end is written again, whole, under the same number;
-- `reply`: once a reply is over: `turn` (the turn it answers), `start_ms` and `end_ms` (when it
-  was heard; null if none of it was), `generated` (what the LLM wrote), `heard` (the words the
-  caller heard), `interrupted`, `played_ms`;
+- `reply`: once a reply is over: `turn` (the turn it answers; null for fixed words),
+  `start_ms` and `end_ms` (when it was heard; null if none of it was), `generated` (what the
+  LLM wrote), `heard` (the words the caller heard), `interrupted`, `played_ms`, `said` (for
+  fixed words the persona says with no LLM — `greeting`, `reprompt`, `goodbye`, `time_up` —
+  else null);
 - `interruption` (`by`, `speech_ms`, `text`), `turn_retracted` (`turn`), `error` (`message`,
   `code`, `fatal`, `source`);
-- `session_ended`: the last line (`duration_ms`). A transcript without it was cut short (the
-  process ended first).
+- `session_ended`: the last line (`duration_ms`; `reason`: `idle` or `max_duration` when the
+  session ended itself, else null). A transcript without it was cut short (the process ended
+  first).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from voice_agent.events import (
+    AssistantSaid,
     BotStartedSpeaking,
     BotStoppedSpeaking,
     EndOfTurn,
@@ -50,7 +54,7 @@ Line = dict[str, Any]
 
 @dataclass(slots=True)
 class _Reply:
-    turn: int
+    turn: int | None
     generated: str | None = None
     start_ms: float | None = None
     end_ms: float | None = None
@@ -61,6 +65,8 @@ class _Reply:
     """The LLM has finished (its `llm_done`)."""
     over: bool = False
     """Playback has finished or was interrupted."""
+    said: str | None = None
+    """Why fixed words were said (`AssistantSaid.why`), for a reply no LLM wrote."""
 
 
 class TranscriptLines:
@@ -121,8 +127,9 @@ class TranscriptLines:
             case Error(message=message, code=code, fatal=fatal, source=source):
                 line = self._line("error", t, message=message, code=code, fatal=fatal)
                 return [{**line, "source": source}]
-            case SessionEnded():
-                return [*self._close_reply(t), self._line("session_ended", t, duration_ms=t)]
+            case SessionEnded(reason=reason):
+                last = self._line("session_ended", t, duration_ms=t, reason=reason or None)
+                return [*self._close_reply(t), last]
             case _:
                 return self._reply_event(event, t)
         return []
@@ -132,6 +139,10 @@ class TranscriptLines:
         if isinstance(event, LlmStarted):
             out = self._close_reply(t)
             self._reply = _Reply(self._answering)
+            return out
+        if isinstance(event, AssistantSaid):
+            out = self._close_reply(t)
+            self._reply = _Reply(None, event.text, done=True, said=event.why)  # (answers no turn)
             return out
         ours = LlmDone | BotStartedSpeaking | ReplyText | BotStoppedSpeaking
         if not isinstance(event, ours) and (
@@ -175,6 +186,7 @@ class TranscriptLines:
                 heard=heard,
                 interrupted=reply.interrupted,
                 played_ms=reply.played_ms,
+                said=reply.said,
             )
         ]
 
