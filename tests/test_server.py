@@ -484,7 +484,8 @@ async def test_a_webrtc_conversation_with_the_real_models(
     await server.start()
     try:
         async with await WebRTCCaller.connect(ws_url(server, "")) as caller:
-            await caller.wait_for("session")
+            await caller.greeted()
+            greeted = len(caller.events)
             said = caller.say(speech_16k(QUESTION), 16000, "question")
             user = await caller.wait_for(
                 "transcript", lambda e: e["role"] == "user" and e["final"], within_s=30
@@ -493,7 +494,10 @@ async def test_a_webrtc_conversation_with_the_real_models(
             # about one run in eight over Opus (ASR accuracy is measured in test_asr_whisper).
             assert wer(QUESTION, user["text"]) <= 1 / 3, user["text"]
             reply = await caller.wait_for(
-                "transcript", lambda e: e["role"] == "assistant" and e["final"], within_s=60
+                "transcript",
+                lambda e: e["role"] == "assistant" and e["final"],
+                within_s=60,
+                after=greeted,
             )
             assert reply["text"].strip()
             metrics = await caller.wait_for("turn_metrics")
