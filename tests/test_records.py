@@ -197,6 +197,31 @@ def test_the_callers_stream_stays_whole_through_jitter_and_keeps_its_gaps() -> N
     assert np.all(stereo[:, ASSISTANT] == 0)
 
 
+def test_a_stream_anchored_while_the_loop_stalled_moves_to_where_its_earliest_frame_says() -> None:
+    rec = StereoRecording()
+    held = HOLD_MS * 16 // FRAME + 1  # frames read 600 samples late while the loop was slow
+    for i in range(20):
+        rec.caller(tone(FRAME, i + 1), 5000 + i * FRAME + (600 if i < held else 0))
+    left = rec.finish()[:, CALLER]
+    for i in range(20):  # the whole stretch where its on-time frames put it
+        assert np.all(left[5000 + i * FRAME : 5000 + (i + 1) * FRAME] == i + 1), i
+    assert np.all(left[:5000] == 0) and len(left) == 5000 + 20 * FRAME
+
+
+def test_what_a_client_sent_before_the_session_began_is_left_out() -> None:
+    rec = StereoRecording()
+    for i in range(3):  # frame i went out at (i - 2) frames: 0 and 1 before the clock's zero,
+        rec.caller(tone(FRAME, i + 1), 10)  # all three read in a burst as the session began
+    for i in range(3, 10):  # then read on time
+        rec.caller(tone(FRAME, i + 1), (i - 2) * FRAME + 5)
+    left = rec.finish()[:, CALLER]
+    # sent before the session began: gone, but for as much as the burst was read late (10)
+    assert np.count_nonzero(left == 1) == 0 and np.count_nonzero(left == 2) <= 10
+    assert np.all(left[10 : 10 + FRAME] == 3)
+    for i in range(3, 10):  # within the read delay of where each went out
+        assert np.all(left[(i - 2) * FRAME + 10 : (i - 1) * FRAME] == i + 1), i
+
+
 def test_the_assistant_is_placed_where_it_went_out_and_cut_where_it_was_cut() -> None:
     rec = StereoRecording()
     for i in range(5):

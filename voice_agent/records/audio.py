@@ -12,7 +12,12 @@ Each channel is kept contiguous (network jitter or a stalled loop does not tear 
 player's buffer would not): a frame goes right after the one before unless the stream has come
 later than that by more than `SLACK_MS` for `HOLD_MS` (the client stopped sending, packets were
 lost, a new reply began); the frames held meanwhile then go after the gap, as early as they
-can (a late burst ends where it arrived).
+can (a late burst ends where it arrived). A frame that comes *before* the end of the audio
+ahead of it proves that audio placed late (it was anchored while the loop was stalled, so
+every frame then came late): the stretch since the last gap moves that much earlier, into the
+gap, so each stretch sits where its earliest frame says it began. What a client sent before
+the session began (read in a burst as it began) would sit before the clock's zero: it is left
+out.
 
 `StereoRecording` keeps what is not yet written in one buffer, at most `MAX_PENDING_S` long;
 the recorder writes what is older than `MARGIN_S` to the WAV file (`WavFile`, in a worker
@@ -39,6 +44,9 @@ SLACK_MS = 20
 """A stream within this of where it should be stays contiguous."""
 HOLD_MS = 100
 """A stream late by more than the slack for this long has a gap."""
+EARLY = RATE // 1000
+"""A frame this much before the end of the audio ahead of it moves that audio earlier (1 ms:
+less is the jitter of any clock)."""
 MARGIN_S = 1.0
 """Nothing is placed this long before now: older audio can be written to the file."""
 MAX_PENDING_S = 30.0
@@ -58,6 +66,9 @@ class StereoRecording:
         """The position of the first sample not yet taken."""
         self.end = [0, 0]
         """Where each channel's audio ends."""
+        self._stretch = [(0, 0), (0, 0)]
+        """Each channel's stretch since its last gap: where it begins, and the earliest it may
+        begin (the end of the audio before the gap)."""
         self._held: tuple[list[tuple[int, PCM]], ...] = ([], [])
         """Each channel's frames that came late, with where they came."""
         self.dropped = 0
@@ -82,9 +93,30 @@ class StereoRecording:
         contiguous = self.end[channel] + sum(len(p) for _, p in held)
         if at - contiguous <= self._slack:  # on time, or early: the stream goes on
             self._release(channel, 0)
+            if self.end[channel] - at > EARLY:
+                self._move_earlier(channel, self.end[channel] - at)
             self._put(channel, pcm, self.end[channel])
         else:
             held.append((at, pcm))
+
+    def _move_earlier(self, channel: int, by: int) -> None:
+        """Move the channel's stretch since its last gap `by` samples earlier: at most to the
+        audio before the gap; a first stretch that would begin before the session did loses
+        what came before it (sent before the session began, read in a burst as it began)."""
+        start, floor = self._stretch[channel]
+        if start < self.base or start >= self.end[channel]:
+            return  # (partly written already, or cut away: it stays where it is)
+        lowest = max(floor, self.base)
+        head = max(0, by - (start - lowest)) if floor == 0 else 0
+        by = min(by, start - lowest + head)
+        if by <= 0:
+            return
+        lo, hi = start - self.base, self.end[channel] - self.base
+        kept = self._buf[lo + head : hi, channel].copy()
+        self._buf[lo - by + head : hi - by, channel] = kept
+        self._buf[hi - by : hi, channel] = 0
+        self._stretch[channel] = (start - by + head, floor)
+        self.end[channel] -= by
 
     def _lateness(self, channel: int) -> int:
         """How late the held frames are, at the least (the gap before them)."""
@@ -95,6 +127,8 @@ class StereoRecording:
         return max(0, least or 0)
 
     def _release(self, channel: int, gap: int) -> None:
+        if gap > 0 or self.end[channel] == 0:  # a new stretch begins
+            self._stretch[channel] = (self.end[channel] + gap, self.end[channel])
         pos = self.end[channel] + gap
         for _, pcm in self._held[channel]:
             self._put(channel, pcm, pos)
