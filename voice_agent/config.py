@@ -25,6 +25,8 @@ CONFIG_ENV = "VOICE_AGENT_CONFIG"
 DEFAULT_CONFIG_FILE = "config.yaml"
 
 Ms = Annotated[int, Field(ge=0, le=60_000)]
+NoiseSuppression = Literal["off", "low", "moderate", "high", "very-high"]
+"""WebRTC noise suppression before the VAD: off, or 6, 12, 18 or 21 dB (`audio/noise.py`)."""
 
 
 class Section(BaseModel):
@@ -45,6 +47,13 @@ class AudioSettings(Section):
     realtime client's input buffer holds when it marks its turns itself."""
     echo_cancellation: bool = True
     """Cancel the assistant's own voice on the local microphone (WebRTC AEC3)."""
+    noise_suppression: NoiseSuppression = "high"
+    """Suppress stationary noise (a fan, a street) before the VAD, on every transport (WebRTC
+    NS): `off`, or `low`, `moderate`, `high`, `very-high` (6, 12, 18, 21 dB). Personas may
+    override it. Measured in docs/noise.md."""
+    noise_suppression_asr: bool = False
+    """The ASR hears the suppressed audio too (by default only the VAD does: Whisper
+    transcribed raw noisy speech better than suppressed, docs/noise.md)."""
 
 
 class VadSettings(Section):
