@@ -4,25 +4,28 @@ A fan, a street or a café makes the VAD fire on noise and the ASR hear words th
 said. `NoiseSuppressStage` runs WebRTC's noise suppressor on the microphone audio, after echo
 cancellation (the local microphone's input stage) and before the VAD.
 
-pywebrtc-audio 0.2.0 (a base dependency; a prebuilt `manylinux_2_27/2_28` x86-64 wheel, its
-code compiled for the x86-64 baseline: 33 000 SSE instructions, 6 AVX ones, no AVX-512, so it
-needs no special CPU), as found by introspection: `NoiseSuppressor(sample_rate=16000,
+pywebrtc-audio 0.2.0 (a base dependency: a prebuilt `manylinux_2_27/2_28` x86-64 wheel; its
+code is x86-64 baseline, some 33 000 SSE instructions, no AVX-512, with a single routine of 6
+AVX/FMA instructions, the shape of WebRTC's CPU-checked fast paths; not checked on a CPU
+without AVX), as found by introspection: `NoiseSuppressor(sample_rate=16000,
 num_channels=1, level=1)` takes only 16, 32 or 48 kHz and a `level` of 0-3 (6, 12, 18 or 21 dB
 of suppression; anything else is a ValueError); `process(audio)` takes a non-empty int16 or
 float32 array (float64 is a ValueError) and returns the same dtype and length, delayed by 96
 samples (6 ms) at 16 kHz; `speech_probability` is its own estimate for the last call, `reset()`
-forgets the noise it has learnt. It works on 10 ms frames; a ragged tail is zero-padded (a
-made-up frame), so this module, like `echo.py`, only ever hands it whole 10 ms frames. It
-learns the noise within the first second or so.
+forgets the noise it has learnt. It works on 10 ms frames; it takes a ragged length too (its
+tail handled in a way it does not document), so this module, like `echo.py`, only ever hands
+it whole 10 ms frames. It learns the noise within the first second or so.
 
-Who hears the cleaned audio: by default only the VAD (`InputAudioFrame.vad_pcm`); the ASR, the
-turn model and a remote backbone keep the raw microphone audio. Measured with `voice-agent
-bench noise` (docs/noise.md): suppression cuts the VAD's false starts on noise and its
-clipping of speech, but Whisper transcribes the suppressed audio worse than the raw one on
-babble (its artefacts read as words), so it hears the raw audio unless
-`audio.noise_suppression_asr` is set.
+Who hears the cleaned audio: with `audio.noise_suppression_asr` off (the default) only the VAD
+(`InputAudioFrame.vad_pcm`); the ASR, the turn model and a remote backbone keep the raw
+microphone audio; on, the frame's audio is replaced and everything after hears it.
 
-Cost: about 1.4 ms of CPU per second of audio in 20 ms frames (0.14 % of a core), measured on
+Off by default (`audio.noise_suppression: off`): measured with `voice-agent bench noise`
+(docs/noise.md), neither way lowered the WER in stationary noise beyond a few words either
+way, the VAD never started a turn on stationary noise with or without it, and in babble it
+made the VAD start more false turns.
+
+Cost: about 1.5 ms of CPU per second of audio in 20 ms frames (0.15 % of a core), measured on
 the development machine; it runs inline on the event loop, as the VAD does.
 """
 
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
-from voice_agent.config import NoiseSuppression
+from voice_agent.config import NoiseLevel
 from voice_agent.frames import PCM, Direction, Frame, InputAudioFrame
 from voice_agent.pipeline import Stage
 
@@ -47,7 +50,7 @@ log = logging.getLogger(__name__)
 RATES = (16000, 32000, 48000)
 """The rates WebRTC NS takes (the pipeline's microphone rate is 16 kHz)."""
 
-LEVELS: dict[NoiseSuppression, int] = {"low": 0, "moderate": 1, "high": 2, "very-high": 3}
+LEVELS: dict[NoiseLevel, int] = {"low": 0, "moderate": 1, "high": 2, "very-high": 3}
 """The setting's names for WebRTC NS's levels: 6, 12, 18 and 21 dB of suppression."""
 
 PACKAGE = "pywebrtc-audio==0.2.0"
@@ -65,7 +68,7 @@ class NoiseSuppressor:
     the CPU time spent and the audio processed.
     """
 
-    def __init__(self, level: NoiseSuppression, sample_rate: int = 16000) -> None:
+    def __init__(self, level: NoiseLevel, sample_rate: int = 16000) -> None:
         if level not in LEVELS:
             raise ValueError(f"noise suppression level {level!r}: one of {', '.join(LEVELS)}")
         if sample_rate not in RATES:
@@ -156,7 +159,7 @@ class NoiseSuppressStage(Stage):
 
 
 def noise_stage(
-    level: NoiseSuppression, asr_hears_it: bool, sample_rate: int
+    level: NoiseLevel, asr_hears_it: bool, sample_rate: int
 ) -> NoiseSuppressStage | None:
     """The stage a session puts before its VAD for a setting (None for `off`); ImportError
     naming the package when pywebrtc-audio is missing."""

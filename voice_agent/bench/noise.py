@@ -9,11 +9,15 @@ stages, with the real models: [noise suppression] -> VAD -> Whisper ASR -> turn-
 per suppression level compared (by default `off` and `audio.noise_suppression`, or `high` if
 that is off), and reports:
 
-- **WER**: word error rate of the final transcripts of each utterance, through the VAD and the
-  ASR as a session runs them (speech the VAD clips or misses counts);
-- **false turn starts**: stretches of noise alone (2 s before each utterance) that the VAD took
-  for speech, which start a turn; and the words the ASR heard in them (what the assistant would
-  answer);
+- **WER**: word error rate of the final transcripts of the stretches of speech that overlap the
+  utterances, joined, against the utterances said, through the VAD and the ASR as a session
+  runs them (speech the VAD clips or misses counts, and so do the noise's words that a stretch
+  heard around an utterance);
+- **false turn starts**: stretches of speech the VAD found starting in noise alone (the 2 s
+  before each utterance), which start a turn; and the words the ASR heard in those that ended
+  before the utterance (what the assistant would answer). A stretch that starts in the noise
+  and runs into the utterance counts as a false start, and its words as what was heard of the
+  utterance (its WER counts the noise's words as insertions);
 - **false barge-ins**: 3 s stretches of noise alone while the assistant speaks, in which the
   turn logic confirmed an interruption (the reply would stop for nothing).
 
@@ -40,9 +44,10 @@ from voice_agent.audio.pcm import resample
 from voice_agent.audio.vad import VADStage, VoiceActivity, vad_factory
 from voice_agent.backbone.base import ASREngine, TTSEngine
 from voice_agent.backbone.stages import ASRStage
+from voice_agent.backbone.tts_piper import PiperTTS
 from voice_agent.bench import Progress
 from voice_agent.bench.wer import wer, words
-from voice_agent.config import NoiseSuppression, Settings
+from voice_agent.config import NoiseLevel, Settings
 from voice_agent.engines import load_asr, load_tts
 from voice_agent.events import (
     Event,
@@ -112,7 +117,7 @@ TAIL_S = 1.0
 BARGE_S = 3.0
 """Noise alone while the assistant speaks, per false barge-in trial."""
 BARGE_GAP_S = 1.0
-DEFAULT_ON: NoiseSuppression = "high"
+DEFAULT_ON: NoiseLevel = "high"
 """The level compared with `off` when the settings have suppression off."""
 
 
@@ -243,7 +248,10 @@ def voice_script(settings: Settings, quick: bool, progress: Progress) -> Script:
     """The utterances and the babble, spoken by the project's TTS (Kokoro's voices if the
     `kokoro` extra is installed, else joe alone)."""
     store = ModelStore(cache_dir=settings.engines.models_cache)
-    engines: dict[str, TTSEngine] = {"piper": load_tts("piper", settings.engines.tts, store)}
+    piper = load_tts("piper", settings.engines.tts, store)
+    if isinstance(piper, PiperTTS):  # the same audio in every run
+        piper.noise_scale = piper.noise_w = 0.0
+    engines: dict[str, TTSEngine] = {"piper": piper}
     try:
         engines["kokoro"] = load_tts("kokoro", settings.engines.tts, store)
     except Exception as exc:
@@ -282,7 +290,7 @@ class Listeners:
 
 
 async def listen(
-    settings: Settings, listeners: Listeners, s: Scene, level: NoiseSuppression
+    settings: Settings, listeners: Listeners, s: Scene, level: NoiseLevel
 ) -> tuple[list[Event], float]:
     """Run one scene through [suppression] -> VAD -> ASR -> turns; its events (in order), and
     the suppressor's CPU ms per second of audio (nan when off)."""
@@ -343,51 +351,58 @@ async def _feed(pipeline: Pipeline, audio: PCM, start: int, end: int, events: li
 
 
 def judge(s: Scene, events: list[Event], outcome: Outcome) -> Outcome:
-    """Pair each stretch of speech (its start) with its final transcript, in order, and place
-    it: in an utterance (its words), in noise alone (a false start), over the reply."""
+    """Pair each stretch of speech (its start and its end) with its final transcript, in
+    order, and place it: a stretch that overlaps an utterance is what was heard of it (with
+    whatever noise it heard around it); one that starts in noise alone is a false start (its
+    words counted when it overlaps no utterance); confirmed interruptions are false
+    barge-ins (only noise plays while the assistant speaks)."""
     starts = [e.audio_ms * RATE // 1000 for e in events if isinstance(e, UserStartedSpeaking)]
+    stops = [e.audio_ms * RATE // 1000 for e in events if isinstance(e, UserStoppedSpeaking)]
     finals = [e.text for e in events if isinstance(e, Transcript) and e.role == "user" and e.final]
     heard: list[list[str]] = [[] for _ in s.utterances]
     margin = RATE * 3 // 10  # the VAD places an onset up to a window or two early
-    for at, text in zip(starts, finals, strict=False):
-        for k, (begin, end, _) in enumerate(s.utterances):
-            if begin - margin <= at < end:
-                heard[k].append(text)
-                break
-        else:
-            if any(b <= at < e - margin for b, e in s.leads):
-                outcome.false_starts += 1
+    for start, stop, text in zip(starts, stops, finals, strict=False):
+        overlapped = [
+            k for k, (b, e, _) in enumerate(s.utterances) if start < e and stop > b - margin
+        ]
+        for k in overlapped[:1]:
+            heard[k].append(text)
+        if any(b <= start < e - margin for b, e in s.leads):
+            outcome.false_starts += 1
+            if not overlapped:
                 outcome.false_words += len(words(text))
     outcome.noise_s = sum(e - b for b, e in s.leads) / RATE
-    for (_, _, said), texts in zip(s.utterances, heard, strict=True):
-        n = len(words(said))
-        outcome.errors += wer(said, " ".join(texts)) * n
-        outcome.ref_words += n
-        outcome.transcripts.append((said, " ".join(texts)))
+    said = " ".join(text for _, _, text in s.utterances)
+    outcome.ref_words = len(words(said))
+    # over the whole: a stretch that runs over several utterances is not misattributed
+    outcome.errors = wer(said, " ".join(" ".join(texts) for texts in heard)) * outcome.ref_words
+    outcome.transcripts = [
+        (u[2], " ".join(texts)) for u, texts in zip(s.utterances, heard, strict=True)
+    ]
     outcome.barge_trials = len(s.barges)
     outcome.barge_ins = sum(isinstance(e, InterruptionConfirmed) for e in events)
     return outcome
 
 
-def levels_of(settings: Settings, text: str | None) -> list[NoiseSuppression]:
+def levels_of(settings: Settings, text: str | None) -> list[NoiseLevel]:
     """`--suppression`: a comma-separated list of levels; by default `off` and the setting's
     level (`high` when the setting is off). ValueError for an unknown level."""
     if text is None:
         on = settings.audio.noise_suppression
         return ["off", DEFAULT_ON if on == "off" else on]
-    known = get_args(NoiseSuppression)
+    known = get_args(NoiseLevel)
     levels = [part.strip() for part in text.split(",") if part.strip()]
     bad = [level for level in levels if level not in known]
     if bad or not levels:
         raise ValueError(f"--suppression takes levels among {', '.join(known)}, not {text!r}")
-    return [cast(NoiseSuppression, level) for level in levels]
+    return [cast(NoiseLevel, level) for level in levels]
 
 
 async def run(
     settings: Settings,
     quick: bool,
     progress: Progress,
-    levels: Sequence[NoiseSuppression] = ("off", DEFAULT_ON),
+    levels: Sequence[NoiseLevel] = ("off", DEFAULT_ON),
     seed: int = 7,
 ) -> list[Outcome]:
     """Every condition at each suppression level; the outcomes in order."""
