@@ -60,9 +60,10 @@ class AudioSettings(Section):
     `low`, `moderate`, `high`, `very-high` (6, 12, 18, 21 dB). Personas may override it. Off by
     default: in `voice-agent bench noise` it did not lower the WER and it made babble start
     more false turns (docs/noise.md)."""
-    noise_suppression_asr: bool = False
-    """The ASR hears the suppressed audio too (by default only the VAD does: Whisper
-    transcribed raw noisy speech better than suppressed, docs/noise.md)."""
+    noise_suppression_asr: bool = True
+    """With suppression on, the ASR (and all after the VAD) hears the suppressed audio too;
+    false: only the VAD does, the ASR hears the raw audio (its WER was as good or worse in
+    most conditions, docs/noise.md)."""
 
 
 class VadSettings(Section):

@@ -287,6 +287,8 @@ class Listeners:
     asr: ASREngine
     vad: Callable[[], VoiceActivity]
     executor: EngineExecutor
+    policy: TurnPolicy
+    """The default persona's turn-taking."""
 
 
 async def listen(
@@ -296,9 +298,8 @@ async def listen(
     the suppressor's CPU ms per second of audio (nan when off)."""
     a = settings.audio
     lane = listeners.executor.lane(f"noise-{level}")
-    persona = PersonaStore(settings.personas.dirs).get(settings.personas.default)
     suppress = noise_stage(level, a.noise_suppression_asr, a.sample_rate)
-    turns = TurnStage(TurnPolicy.of(settings, persona), lane, None, a.sample_rate)
+    turns = TurnStage(listeners.policy, lane, None, a.sample_rate)
     stages: list[Stage] = [
         *([suppress] if suppress is not None else []),
         VADStage(listeners.vad(), a.sample_rate),
@@ -410,10 +411,13 @@ async def run(
     progress("loading the ASR and the VAD")
     store = ModelStore(cache_dir=settings.engines.models_cache)
     e = settings.engines
+    personas = PersonaStore(settings.personas.dirs)
+    persona = await asyncio.to_thread(personas.get, settings.personas.default)
     listeners = Listeners(
         asr=await asyncio.to_thread(load_asr, e.asr, store, e.executor.workers),
-        vad=vad_factory(settings.vad, store),
+        vad=await asyncio.to_thread(vad_factory, settings.vad, store),
         executor=EngineExecutor(e.executor.workers, e.executor.max_pending, 60.0),
+        policy=TurnPolicy.of(settings, persona),
     )
     conditions: list[tuple[str, float | None]] = [("none", None)]
     conditions += [(kind, snr) for kind in NOISES for snr in (SNRS[1:2] if quick else SNRS)]
