@@ -2,12 +2,12 @@
 
 The script's people (questions, commands and statements, each said by several voices: Piper's
 joe and, with the `kokoro` extra, two Kokoro voices) talk in noise: *stationary* (white noise)
-or *babble* (eight talkers saying other sentences, summed, in voices the utterances do not
-use), mixed at an SNR of 20, 10 and 5 dB computed on active speech (20 ms frames within 40 dB
-of the loudest), and without noise. Each condition runs through the session's own listening
-stages, with the real models: [noise suppression] -> VAD -> Whisper ASR -> turn-taking, once
-per suppression level compared (by default `off` and `audio.noise_suppression`, or `high` if
-that is off), and reports:
+or *babble* (eight talkers saying other sentences, summed: three Kokoro voices the utterances
+do not use, and joe sped up), mixed at an SNR of 20, 10 and 5 dB computed on active speech
+(20 ms frames within 40 dB of the loudest), and without noise. Each condition runs through the
+session's own listening stages, with the real models: [noise suppression] -> VAD -> Whisper
+ASR -> turn-taking, once per suppression level compared (by default `off` and
+`audio.noise_suppression`, or `high` if that is off), and reports:
 
 - **WER**: word error rate of the final transcripts of the stretches of speech that overlap the
   utterances, joined, against the utterances said, through the VAD and the ASR as a session
