@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from voice_agent.yamlfile import FileError, Problem, YamlDoc, dotted, load_yaml, load_yaml_text
 
@@ -25,6 +25,16 @@ CONFIG_ENV = "VOICE_AGENT_CONFIG"
 DEFAULT_CONFIG_FILE = "config.yaml"
 
 Ms = Annotated[int, Field(ge=0, le=60_000)]
+NoiseLevel = Literal["off", "low", "moderate", "high", "very-high"]
+"""WebRTC noise suppression before the VAD: off, or 6, 12, 18 or 21 dB (`audio/noise.py`)."""
+
+
+def _off_is_off(value: object) -> object:
+    """YAML reads a bare `off` as false: that is `off` too."""
+    return "off" if value is False else value
+
+
+NoiseSuppression = Annotated[NoiseLevel, BeforeValidator(_off_is_off)]
 
 
 class Section(BaseModel):
@@ -45,6 +55,15 @@ class AudioSettings(Section):
     realtime client's input buffer holds when it marks its turns itself."""
     echo_cancellation: bool = True
     """Cancel the assistant's own voice on the local microphone (WebRTC AEC3)."""
+    noise_suppression: NoiseSuppression = "off"
+    """Suppress stationary noise before the VAD, on every transport (WebRTC NS): `off`, or
+    `low`, `moderate`, `high`, `very-high` (6, 12, 18, 21 dB). Personas may override it. Off by
+    default: in `voice-agent bench noise` it did not lower the WER and it made babble start
+    more false turns (docs/noise.md)."""
+    noise_suppression_asr: bool = True
+    """With suppression on, the ASR (and all after the VAD) hears the suppressed audio too;
+    false: only the VAD does, the ASR hears the raw audio (its WER was as good or worse in
+    most conditions, docs/noise.md)."""
 
 
 class VadSettings(Section):

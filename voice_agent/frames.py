@@ -106,6 +106,9 @@ class InputAudioFrame(SystemFrame):
 
     pcm: PCM
     sample_rate: int
+    vad_pcm: PCM | None = None
+    """The same audio with its noise suppressed, for the VAD alone (`audio/noise.py`); None:
+    the VAD hears `pcm`."""
 
     @property
     def duration_ms(self) -> float:

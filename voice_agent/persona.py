@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from voice_agent import resources
 from voice_agent.catalog import VoiceCatalog, voice_catalog
+from voice_agent.config import NoiseSuppression
 from voice_agent.yamlfile import FileError, Problem, load_yaml
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,9 @@ class Persona(Model):
     time_limit: TimeLimit = TimeLimit()
     examples: list[Example] = Field(default=[], max_length=20)
     never_say: list[Text] = Field(default=[], max_length=100)
+    noise_suppression: NoiseSuppression | None = None
+    """Noise suppression before the VAD for this persona's sessions (None: the setting's,
+    `audio.noise_suppression`)."""
 
     @field_validator("system_prompt")
     @classmethod

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+from voice_agent.audio.noise import noise_stage
 from voice_agent.audio.playback import PlaybackStage
 from voice_agent.audio.vad import VADStage
 from voice_agent.backbone.backbone import Backbone, Conversation
@@ -83,6 +84,16 @@ class Session(TaskOwner):
         """This session's queue for engine calls: sessions are served in turn, not first come."""
         s, vad = self.settings, engines.vad
         self._vad = VADStage(vad(), s.audio.sample_rate) if vad is not None else None
+        self.noise = (
+            noise_stage(
+                persona.noise_suppression or s.audio.noise_suppression,
+                s.audio.noise_suppression_asr,
+                s.audio.sample_rate,
+            )
+            if self._vad is not None
+            else None
+        )
+        """Noise suppression before the VAD (after the input stages: echo cancellation)."""
         self._turns = TurnStage(
             TurnPolicy.of(s, persona),
             self.lane,
@@ -97,6 +108,7 @@ class Session(TaskOwner):
         )
         stages: list[Stage] = [
             *self._input_stages,
+            *([self.noise] if self.noise is not None else []),
             *([self._vad] if self._vad is not None else []),
             *parts.listen,
             ASRStage(

@@ -161,7 +161,7 @@ def talk(
             except ImportError as exc:
                 raise DeviceError(
                     f"echo cancellation needs pywebrtc-audio ({exc}): pip install "
-                    "'voice-agent[local]', or --set audio.echo_cancellation=false"
+                    "'pywebrtc-audio==0.2.0', or --set audio.echo_cancellation=false"
                 ) from None
         if engines is None:
             from voice_agent.engines import load_engines

@@ -1,4 +1,4 @@
-"""`voice-agent bench [models | turns | conversation | capacity | soak]`: runs the benches
+"""`voice-agent bench [models | turns | conversation | capacity | soak | noise]`: runs the benches
 (`voice_agent.bench`), prints their figures and writes them as JSON (and plots, where drawn)."""
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.suite == "soak":
         return _soak(args, settings, progress)
+    if args.suite == "noise":
+        return _noise(args, settings, progress)
 
     everything: list[figures.Figure] = []
     for suite in [args.suite] if args.suite else ["models", "conversation"]:
@@ -144,6 +146,17 @@ def _soak(args: argparse.Namespace, settings: Settings, progress: Progress) -> i
     print(report.table())
     _write_json(args.json or Path("bench-soak.json"), report.as_json())
     return EXIT_OK if report.ok else EXIT_INPUT
+
+
+def _noise(args: argparse.Namespace, settings: Settings, progress: Progress) -> int:
+    """`bench noise`: the table on stdout, every outcome (with its transcripts) as JSON."""
+    from voice_agent.bench import noise
+
+    levels = noise.levels_of(settings, args.suppression)
+    outcomes = asyncio.run(noise.run(settings, args.quick, progress, levels))
+    print(noise.table(outcomes))
+    _write_json(args.json or Path("bench-noise.json"), [o.as_json() for o in outcomes])
+    return EXIT_OK
 
 
 def _write_json(path: Path, body: object) -> None:

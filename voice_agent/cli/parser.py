@@ -109,8 +109,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "suite",
         nargs="?",
-        choices=["models", "turns", "conversation", "capacity", "soak"],
-        help="default: models and conversation; capacity: conversation at 1, 2, 4, 8 sessions",
+        choices=["models", "turns", "conversation", "capacity", "soak", "noise"],
+        help="default: models and conversation; capacity: conversation at 1, 2, 4, 8 sessions; "
+        "noise: listening in noise, suppression off and on",
     )
     b.add_argument(
         "--repeat",
@@ -141,6 +142,17 @@ def parser() -> argparse.ArgumentParser:
     conv.add_argument("--persona", help="the simulated users' persona (default: the server's)")
     conv.add_argument(
         "--plot", type=Path, help="PNG of the latencies (default: bench-conversation.png)"
+    )
+    noisy = b.add_argument_group("noise")
+    noisy.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer sentences, voices and conditions (10 dB only): about a minute",
+    )
+    noisy.add_argument(
+        "--suppression",
+        metavar="LEVELS",
+        help="levels to compare, e.g. off,low,high (default: off and audio.noise_suppression)",
     )
     soak = b.add_argument_group("soak (also --url, --sessions, --transport, --persona)")
     soak.add_argument(

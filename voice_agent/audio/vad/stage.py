@@ -30,7 +30,8 @@ class VADStage(Stage):
 
     Each audio frame is passed on first, then the events it completes follow it downstream:
     `SpeechOnsetFrame`, `FalseOnsetFrame`, `UserStartedSpeakingFrame` and
-    `UserStoppedSpeakingFrame`. Their timestamps are backdated from now by the audio after the
+    `UserStoppedSpeakingFrame`. It hears a frame's `vad_pcm` where a noise suppressor before
+    it has set one, else its `pcm`. Their timestamps are backdated from now by the audio after the
     event's position. Every other frame passes through unchanged. While `enabled` is False
     (a client that marks its turns itself) the audio passes and no event is sent; a
     `SpeechDetectionFrame` sets `enabled` and the threshold.
@@ -76,7 +77,8 @@ class VADStage(Stage):
             raise ValueError(
                 f"VAD input must be {self.sample_rate} Hz audio, not {frame.sample_rate} Hz"
             )
-        events = self.activity.feed(frame.pcm)  # fed even when off: it stays in step
+        heard = frame.pcm if frame.vad_pcm is None else frame.vad_pcm  # (noise suppressed)
+        events = self.activity.feed(heard)  # fed even when off: it stays in step
         if not events or not self._enabled:
             return
         now = time.monotonic_ns()
