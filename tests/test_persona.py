@@ -514,7 +514,7 @@ def test_prompt_keeps_the_newest_user_message_even_over_budget() -> None:
     assert contents(msgs) == ["u3"]
 
 
-def test_prompt_tail_never_starts_with_assistant() -> None:
+def test_prompt_tail_cut_short_starts_with_the_user_but_a_greeting_is_kept() -> None:
     h = History()
     h.add_assistant("greeting")
     h.add_user("q")
@@ -522,7 +522,11 @@ def test_prompt_tail_never_starts_with_assistant() -> None:
     for budget in range(0, 60):
         msgs = h.prompt(make_persona(), budget_tokens=budget, count=one_token)
         tail = msgs[len(HEAD) :]
-        assert not tail or tail[0]["role"] == "user"
+        assert not tail or tail[0]["role"] == "user" or len(tail) == 3
+    whole = h.prompt(make_persona(), 10_000, count=one_token)
+    assert contents(whole) == ["greeting", "q", "answer"]  # what "q" answers
     only_assistant = History()
     only_assistant.add_assistant("hello there")
-    assert only_assistant.prompt(make_persona(), 10_000, count=one_token) == HEAD
+    assert contents(only_assistant.prompt(make_persona(), 10_000, count=one_token)) == [
+        "hello there"
+    ]

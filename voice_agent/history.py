@@ -140,7 +140,8 @@ class History:
         budget_tokens: int,
         count: Callable[[str], int] = approx_tokens,
     ) -> list[dict[str, str]]:
-        """System prompt, few-shot examples, then as much recent history as fits the budget."""
+        """System prompt, few-shot examples, then as much recent history as fits the budget
+        (from a user message on, unless the whole history fits)."""
         head = [{"role": "system", "content": system_prompt(persona)}]
         for ex in persona.examples:
             head += [
@@ -156,6 +157,9 @@ class History:
             tail.append(msg.as_dict())
             left -= cost
         tail.reverse()
-        while tail and tail[0]["role"] == "assistant":
+        # A tail cut short starts at a user message (after the examples' last answer); one
+        # that holds the whole history keeps what the assistant said first (a greeting: "Shall
+        # I tell you a story?" is what the caller's "yes" answers).
+        while len(tail) < len(self.messages) and tail and tail[0]["role"] == "assistant":
             tail.pop(0)
         return head + tail
