@@ -53,21 +53,19 @@ voice, echo 40 ms late with a 25 ms reverb tail, 8 dB down, noise at -60 dBFS), 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from voice_agent.audio.pcm import resample
-from voice_agent.frames import PCM, Direction, Frame, InputAudioFrame
-from voice_agent.pipeline import Stage
+from voice_agent.audio.mic_stage import MicAudioStage
+from voice_agent.audio.pcm import WholeFrames, resample
+from voice_agent.frames import PCM, InputAudioFrame
 
 if TYPE_CHECKING:
     import pywebrtc_audio
 
-log = logging.getLogger(__name__)
 
 RATES = (16000, 32000, 48000)
 """The rates AEC3 takes (the pipeline's microphone rate is 16 kHz)."""
@@ -135,7 +133,7 @@ class EchoCanceller:
         self._aec: pywebrtc_audio.EchoCanceller = pywebrtc_audio.EchoCanceller(
             sample_rate, 1, stream_delay_ms
         )
-        self._near = np.zeros(0, np.int16)
+        self._near = WholeFrames(self.frame)
         self._far = np.zeros(0, np.int16)
         self._resync = True
         self._far_rate = sample_rate
@@ -179,12 +177,10 @@ class EchoCanceller:
     def process(self, near: PCM) -> PCM:
         """Cancel the echo from microphone audio (mono int16 at the canceller's rate, any
         length): returns the whole 10 ms frames ready (see the class), possibly none."""
-        pcm = np.concatenate([self._near, near]) if len(self._near) else near
-        whole = len(pcm) - len(pcm) % self.frame
-        self._near = pcm[whole:].copy()
+        mic = self._near.take(near)
+        whole = len(mic)
         if whole == 0:
-            return np.zeros(0, np.int16)
-        mic = np.ascontiguousarray(pcm[:whole], dtype=np.int16)
+            return mic
         if self._resync:
             # What the microphone hears now is what is being played now, not a backlog.
             self.stats.far_dropped += max(0, len(self._far) - whole)
@@ -201,7 +197,7 @@ class EchoCanceller:
     def reset(self) -> None:
         """Forget everything: waiting audio and what AEC3 has learnt of the room."""
         self._aec.reset()
-        self._near = np.zeros(0, np.int16)
+        self._near.clear()
         self._far = np.zeros(0, np.int16)
         self._far_pending = np.zeros(0, np.int16)
         self._resync = True
@@ -227,7 +223,7 @@ class EchoCanceller:
             s.out_energy += float(power(out)[active].sum())
 
 
-class EchoCancelStage(Stage):
+class EchoCancelStage(MicAudioStage):
     """Cancels the assistant's echo from the microphone audio (`InputAudioFrame`s).
 
     Each audio frame goes on as a copy with its `pcm` replaced by the cancelled audio (same
@@ -237,30 +233,17 @@ class EchoCancelStage(Stage):
     Running figures are in `stats` (see `EchoStats`); nothing is emitted per frame.
     """
 
+    worker, kept = "canceller", "echo"
+
     def __init__(self, canceller: EchoCanceller, name: str | None = None) -> None:
         super().__init__(name)
         self.canceller = canceller
-        self._warned = False
+        self.sample_rate = canceller.sample_rate
 
     @property
     def stats(self) -> EchoStats:
         return self.canceller.stats
 
-    async def process(self, frame: Frame, direction: Direction) -> None:
-        if isinstance(frame, InputAudioFrame):
-            if frame.sample_rate != self.canceller.sample_rate:
-                if not self._warned:
-                    self._warned = True
-                    log.warning(
-                        "%s: microphone audio at %d Hz, the canceller works at %d Hz: "
-                        "passed through with its echo",
-                        self.name,
-                        frame.sample_rate,
-                        self.canceller.sample_rate,
-                    )
-            else:
-                pcm = self.canceller.process(frame.pcm)
-                if len(pcm) == 0:
-                    return
-                frame = dataclasses.replace(frame, pcm=pcm)
-        await self.push(frame, direction)
+    def clean(self, frame: InputAudioFrame) -> InputAudioFrame | None:
+        pcm = self.canceller.process(frame.pcm)
+        return dataclasses.replace(frame, pcm=pcm) if len(pcm) else None

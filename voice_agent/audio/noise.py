@@ -35,20 +35,17 @@ the development machine; it runs inline on the event loop, as the VAD does.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from typing import TYPE_CHECKING, Literal, get_args
 
-import numpy as np
-
+from voice_agent.audio.mic_stage import MicAudioStage
+from voice_agent.audio.pcm import WholeFrames
 from voice_agent.config import NoiseLevel
-from voice_agent.frames import PCM, Direction, Frame, InputAudioFrame
-from voice_agent.pipeline import Stage
+from voice_agent.frames import PCM, InputAudioFrame
 
 if TYPE_CHECKING:
     import pywebrtc_audio
 
-log = logging.getLogger(__name__)
 
 RATES = (16000, 32000, 48000)
 """The rates WebRTC NS takes (the pipeline's microphone rate is 16 kHz)."""
@@ -85,11 +82,10 @@ class NoiseSuppressor:
             ) from None
         self.level = level
         self.sample_rate = sample_rate
-        self.frame = sample_rate // 100
+        self._frames = WholeFrames(sample_rate // 100)
         self._ns: pywebrtc_audio.NoiseSuppressor = pywebrtc_audio.NoiseSuppressor(
             sample_rate, 1, LEVELS[level]
         )
-        self._rest = np.zeros(0, np.int16)
         self.cpu_s = 0.0
         self.audio_s = 0.0
 
@@ -101,24 +97,22 @@ class NoiseSuppressor:
     def process(self, pcm: PCM) -> PCM:
         """Suppress the noise in mono int16 audio at the suppressor's rate (any length):
         returns the whole 10 ms frames ready, possibly none."""
-        joined = np.concatenate([self._rest, pcm]) if len(self._rest) else pcm
-        whole = len(joined) - len(joined) % self.frame
-        self._rest = joined[whole:].copy()
-        if whole == 0:
-            return np.zeros(0, np.int16)
+        whole = self._frames.take(pcm)
+        if len(whole) == 0:
+            return whole
         t = time.thread_time()
-        out: PCM = self._ns.process(np.ascontiguousarray(joined[:whole], dtype=np.int16))
+        out: PCM = self._ns.process(whole)
         self.cpu_s += time.thread_time() - t
-        self.audio_s += whole / self.sample_rate
+        self.audio_s += len(whole) / self.sample_rate
         return out
 
     def reset(self) -> None:
         """Forget the noise learnt and the audio waiting."""
         self._ns.reset()
-        self._rest = np.zeros(0, np.int16)
+        self._frames.clear()
 
 
-class NoiseSuppressStage(Stage):
+class NoiseSuppressStage(MicAudioStage):
     """Suppresses the noise in the microphone audio (`InputAudioFrame`s), before the VAD.
 
     With `listener="all"` (the default) each audio frame's `pcm` is replaced by the suppressed
@@ -128,6 +122,8 @@ class NoiseSuppressStage(Stage):
     every other frame. Nothing is emitted per frame; the cost is in `suppressor.cpu_ms_per_s`.
     """
 
+    worker, kept = "suppressor", "noise"
+
     def __init__(
         self, suppressor: NoiseSuppressor, listener: Listener = "all", name: str | None = None
     ) -> None:
@@ -135,30 +131,14 @@ class NoiseSuppressStage(Stage):
         if listener not in get_args(Listener):
             raise ValueError(f"listener {listener!r}: one of {get_args(Listener)}")
         self.suppressor = suppressor
+        self.sample_rate = suppressor.sample_rate
         self.listener = listener
-        self._warned = False
 
-    async def process(self, frame: Frame, direction: Direction) -> None:
-        if isinstance(frame, InputAudioFrame):
-            if frame.sample_rate != self.suppressor.sample_rate:
-                if not self._warned:
-                    self._warned = True
-                    log.warning(
-                        "%s: microphone audio at %d Hz, the suppressor works at %d Hz: "
-                        "passed through with its noise",
-                        self.name,
-                        frame.sample_rate,
-                        self.suppressor.sample_rate,
-                    )
-            else:
-                pcm = self.suppressor.process(frame.pcm)
-                if self.listener == "vad":
-                    frame = dataclasses.replace(frame, vad_pcm=pcm)
-                elif len(pcm) == 0:
-                    return
-                else:
-                    frame = dataclasses.replace(frame, pcm=pcm)
-        await self.push(frame, direction)
+    def clean(self, frame: InputAudioFrame) -> InputAudioFrame | None:
+        pcm = self.suppressor.process(frame.pcm)
+        if self.listener == "vad":
+            return dataclasses.replace(frame, vad_pcm=pcm)
+        return dataclasses.replace(frame, pcm=pcm) if len(pcm) else None
 
 
 def noise_stage(

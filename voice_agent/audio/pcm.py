@@ -67,3 +67,22 @@ class Preroll:
         self._chunks.clear()
         self._len = 0
         return chunks
+
+
+class WholeFrames:
+    """Cuts audio of any length into whole frames of `frame` samples (10 ms for WebRTC's audio
+    processing): `take` returns the whole frames ready, with what was left over from the last
+    call in front, and keeps the rest (under a frame) for the next call."""
+
+    def __init__(self, frame: int) -> None:
+        self.frame = frame
+        self._rest = np.zeros(0, np.int16)
+
+    def take(self, pcm: PCM) -> PCM:
+        joined = np.concatenate([self._rest, pcm]) if len(self._rest) else pcm
+        whole = len(joined) - len(joined) % self.frame
+        self._rest = joined[whole:].copy()
+        return np.ascontiguousarray(joined[:whole], dtype=np.int16)
+
+    def clear(self) -> None:
+        self._rest = np.zeros(0, np.int16)
